@@ -1,0 +1,41 @@
+# Two commands for a newcomer: `make demo` and `make test`. Every target works
+# from a bare checkout: it creates .venv and installs the pinned set first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+export DAGSTER_HOME := $(CURDIR)
+export CHURN_DATA_DIR ?= $(CURDIR)/data
+export CHURN_DAGSTER_DIR ?= $(CHURN_DATA_DIR)/dagster
+export CHURN_DAGSTER_LOGS_DIR ?= $(CHURN_DATA_DIR)/dagster/logs
+export GX_ANALYTICS_ENABLED := false
+export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
+export TQDM_MININTERVAL := 1
+
+.PHONY: install demo test ui bench serve clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip wheel setuptools
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/churn-assets demo
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+ui: $(STAMP)
+	mkdir -p $(CHURN_DAGSTER_DIR)
+	$(VENV)/bin/dagster dev -h 127.0.0.1 -p $${PORT:-3000} -w workspace.yaml
+
+bench: $(STAMP)
+	$(PY) -m benchmarks.run_all
+
+clean:
+	rm -rf $(CHURN_DATA_DIR)/warehouse $(CHURN_DATA_DIR)/mlflow $(CHURN_DATA_DIR)/dagster $(CHURN_DATA_DIR)/reports $(CHURN_DATA_DIR)/analytics

@@ -1,0 +1,63 @@
+"""Official WSDM Cup 2018 churn labels as a pure DuckDB query.
+
+A member is a candidate for target month M when the last transaction of month M-1 (official
+order) expires inside M; they churn when the first non-cancel transaction dated from M on
+comes 30 or more days after that expiry (pulled back by intervening cancellations), or never.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from functools import cache
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
+_SQL_PATH = Path(__file__).with_name("labels.sql")
+
+LABEL_COLUMNS: tuple[str, ...] = ("msno", "target_month", "last_expire", "renewal_gap_days", "is_churn")
+
+
+def validate_identifier(name: str) -> str:
+    """Return `name` if it is a plain `table` or `schema.table` identifier, else raise."""
+    if not _NAME_RE.match(name):
+        raise ValueError(f"invalid table name: {name!r}")
+    return name
+
+
+def validate_month(month: dt.date) -> dt.date:
+    """Return `month` as a date if it is a first-of-month date, else raise ValueError."""
+    if isinstance(month, dt.datetime):
+        month = month.date()
+    if not isinstance(month, dt.date) or month.day != 1:
+        raise ValueError(f"expected a first-of-month date, got {month!r}")
+    return month
+
+
+@cache
+def _sql_template() -> str:
+    return _SQL_PATH.read_text()
+
+
+def labels_query(transactions: str = "raw.transactions") -> str:
+    """SQL text of the labeller with a `$target_month` parameter, e.g. for
+    `INSERT INTO features.labels <query>` run entirely inside DuckDB.
+    Columns: msno, target_month, last_expire, renewal_gap_days, is_churn."""
+    return _sql_template().replace("{transactions}", validate_identifier(transactions))
+
+
+def compute_labels(
+    con: duckdb.DuckDBPyConnection,
+    target_month: dt.date,
+    transactions: str = "raw.transactions",
+) -> pd.DataFrame:
+    """Labels of target month `target_month`, one row per candidate, sorted by msno.
+
+    `transactions` names a table or view with the columns of raw.transactions.
+    renewal_gap_days is NULL when no renewal follows (such members churned).
+    """
+    month = validate_month(target_month)
+    return con.execute(labels_query(transactions), {"target_month": month}).df()

@@ -1,0 +1,53 @@
+"""Monthly drops (keys YYYY-MM-01) and Monday-starting scoring weeks.
+
+The first month is configurable because the synthetic world starts in 2016-07
+while the public data set starts in 2015-01 (CHURN_FIRST_MONTH=2015-01-01).
+"""
+from __future__ import annotations
+
+import os
+import re
+from datetime import date, timedelta
+
+import dagster as dg
+
+FIRST_MONTH = os.environ.get("CHURN_FIRST_MONTH", "2016-07-01")
+FIRST_WEEK = os.environ.get("CHURN_FIRST_WEEK", "2016-07-04")  # a Monday
+
+monthly_partitions = dg.MonthlyPartitionsDefinition(start_date=FIRST_MONTH)
+weekly_partitions = dg.WeeklyPartitionsDefinition(start_date=FIRST_WEEK, day_offset=1)  # 1 = Monday
+
+_MONTH_KEY = re.compile(r"^\d{4}-\d{2}-01$")
+_DAY_KEY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def month_of(key: str) -> date:
+    """Parse a monthly partition key, refusing anything that is not YYYY-MM-01
+    (keys reach SQL and file paths, so they are validated before use)."""
+    if not _MONTH_KEY.match(key):
+        raise ValueError(f"monthly partition key must look like YYYY-MM-01, got {key!r}")
+    return date.fromisoformat(key)
+
+
+def week_of(key: str) -> date:
+    """Parse a weekly partition key: a Monday as YYYY-MM-DD."""
+    if not _DAY_KEY.match(key):
+        raise ValueError(f"weekly partition key must look like YYYY-MM-DD, got {key!r}")
+    day = date.fromisoformat(key)
+    if day.weekday() != 0:
+        raise ValueError(f"weekly partition key must be a Monday, got {key} ({day:%A})")
+    return day
+
+
+def add_months(month: date, n: int) -> date:
+    y, m = divmod(month.year * 12 + month.month - 1 + n, 12)
+    return date(y, m + 1, 1)
+
+
+def month_end(month: date) -> date:
+    """Last day of the month."""
+    return add_months(month, 1) - timedelta(days=1)
+
+
+def drop_folder_name(month: date) -> str:
+    return f"{month:%Y-%m}"
