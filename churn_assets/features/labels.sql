@@ -5,7 +5,9 @@
 --   transaction_date ASC, plan signature DESC (string order: '99...' > '149...'),
 --   renewals before cancellations, cancellations by expiry DESC, renewals by expiry ASC.
 -- expire_key folds the last two rules into one number: -expiry for cancels, +expiry for renewals.
-WITH tx AS (
+-- NOT MATERIALIZED: let each consumer push its own date filter into the scan instead of
+-- materialising every row from M-1 on (twice as slow for an early target month).
+WITH tx AS NOT MATERIALIZED (
     SELECT
         msno,
         transaction_date,
@@ -33,6 +35,15 @@ candidates AS (
     WHERE last_expire >= $target_month
       AND last_expire < $target_month + INTERVAL 1 MONTH
 ),
+-- The walk ends on the day of the member's first renewal (non-cancel) dated from M on, so only
+-- rows up to that day matter; pruning by it keeps the window small when many later months exist.
+renewal_day AS (
+    SELECT t.msno, min(t.transaction_date) AS renewal_date
+    FROM tx t
+    SEMI JOIN candidates c ON c.msno = t.msno
+    WHERE t.transaction_date >= $target_month AND t.is_cancel = 0
+    GROUP BY t.msno
+),
 -- The walk, set-based: along the official order keep a running count of renewals and the
 -- running minimum of cancellation expiries. The first renewal (a renewal row whose count is 1)
 -- ends the walk; the cancellations before it pulled the expiry back to
@@ -45,8 +56,8 @@ walk AS (
         sum(1 - t.is_cancel) OVER w AS renewals_so_far,
         min(CASE WHEN t.is_cancel = 1 THEN t.expire END) OVER w AS min_cancel_expire
     FROM tx t
-    SEMI JOIN candidates c ON c.msno = t.msno
-    WHERE t.transaction_date >= $target_month
+    JOIN renewal_day r ON r.msno = t.msno
+    WHERE t.transaction_date >= $target_month AND t.transaction_date <= r.renewal_date
     WINDOW w AS (
         PARTITION BY t.msno
         ORDER BY t.transaction_date ASC, t.sig DESC, t.is_cancel ASC, t.expire_key ASC
