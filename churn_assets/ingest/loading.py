@@ -232,28 +232,65 @@ def _typed_and_check(col: Column, month_label: str) -> tuple[str, str]:
     return typed, ", ".join(checks) if checks else "NULL"
 
 
-def _checked_sql(spec: Source, stage: str, month_label: str) -> str:
-    """One statement: type every column, find the first failing check per row, flag duplicates."""
+def _render(col: Column) -> str:
+    """A typed value back as text (for the raw record of a duplicate, whose text is not kept)."""
+    name = _q(col.name)
+    if col.kind == "date":
+        return f"coalesce(strftime({name}, '%Y%m%d'), '')"
+    return f"coalesce({name}::VARCHAR, '')"
+
+
+def _checked_sql(spec: Source, stage: str, file_columns: list[str], month_label: str) -> str:
+    """One pass over the CSV: type every column and find the first failing check per row.
+
+    Also keeps `h`, a hash of the line's text, for the duplicate search. The result
+    keeps file order (projections only), so its rowid is the row's position in the file.
+    """
     cols = spec.columns
-    raw_cols = ", ".join(f'{_q(c.name)} AS "r__{c.name}"' for c in cols)
+    columns = "{" + ", ".join(f"'{n}': 'VARCHAR'" for n in file_columns) + "}"
+    raw_cols = ", ".join(f'{_q(n)} AS "r__{n}"' for n in file_columns)
     parts = [_typed_and_check(c, month_label) for c in cols]
     typed = ", ".join(f"{t} AS {_q(c.name)}" for c, (t, _) in zip(cols, parts))
     checks = ", ".join(chk for _, chk in parts)
-    raw_list = ", ".join(f'"r__{c.name}"' for c in cols)
-    record = " || ',' || ".join(f"coalesce(\"r__{c.name}\", '')" for c in cols)
+    raw_list = ", ".join(f'"r__{n}"' for n in file_columns)
+    record = " || ',' || ".join(f"coalesce(\"r__{n}\", '')" for n in file_columns)
     names = ", ".join(_q(c.name) for c in cols)
+    # All columns are read (not just the known ones) so that a bad byte anywhere rejects the line.
     return f"""
         CREATE TEMP TABLE {stage}_checked AS
-        WITH raw AS (SELECT rowid AS ord, {raw_cols} FROM {stage}),
-        typed AS (SELECT *, {typed} FROM raw),
-        reasoned AS (
-            SELECT *, coalesce({checks},
-                CASE WHEN row_number() OVER (PARTITION BY {raw_list} ORDER BY ord) > 1
-                     THEN 'duplicate row' END) AS reason
-            FROM typed)
-        SELECT ord, {names}, reason,
+        SELECT {names}, reason, hash({raw_list}) AS h,
                CASE WHEN reason IS NOT NULL THEN {record} END AS raw_record
-        FROM reasoned
+        FROM (
+            SELECT *, coalesce({checks}) AS reason
+            FROM (
+                SELECT *, {typed}
+                FROM (
+                    SELECT {raw_cols} FROM read_csv(
+                        $path, auto_detect = false, header = true, delim = ',', quote = '"',
+                        escape = '"', strict_mode = true, columns = {columns}, store_rejects = true,
+                        rejects_table = '{stage}_rej', rejects_scan = '{stage}_scan'))))
+    """
+
+
+def _mark_duplicates_sql(spec: Source, stage: str) -> str:
+    """Mark all but the first of identical lines as 'duplicate row'.
+
+    Sorting the hashes finds the few candidate hashes cheaply (much faster than grouping
+    every row); candidates are then compared on their values to rule out collisions.
+    """
+    names = ", ".join(_q(c.name) for c in spec.columns)
+    record = " || ',' || ".join(_render(c) for c in spec.columns)
+    return f"""
+        UPDATE {stage}_checked SET reason = 'duplicate row', raw_record = {record}
+        WHERE rowid IN (
+            WITH cand AS (
+                SELECT DISTINCT h FROM (
+                    SELECT h, lag(h) OVER (ORDER BY h) AS prev FROM {stage}_checked WHERE reason IS NULL)
+                WHERE h = prev),
+            ranked AS (
+                SELECT rowid AS ord, row_number() OVER (PARTITION BY h, {names} ORDER BY rowid) AS rn
+                FROM {stage}_checked WHERE reason IS NULL AND h IN (SELECT h FROM cand))
+            SELECT ord FROM ranked WHERE rn > 1)
     """
 
 
@@ -271,7 +308,7 @@ def _quarantine_sql(stage: str) -> str:
             FROM {stage}_rej GROUP BY line),
         rej_idx AS (SELECT line, row_number() OVER (ORDER BY line) AS i FROM rej),
         rej_map AS (SELECT line - 1 - i AS g, max(i) AS m FROM rej_idx GROUP BY g),
-        bad AS (SELECT ord + 1 AS k, reason, raw_record FROM {stage}_checked WHERE reason IS NOT NULL)
+        bad AS (SELECT rowid + 1 AS k, reason, raw_record FROM {stage}_checked WHERE reason IS NOT NULL)
         SELECT 1 + b.k + coalesce(r.m, 0) AS line_number, b.reason, b.raw_record
         FROM bad b ASOF LEFT JOIN rej_map r ON b.k > r.g
         UNION ALL
@@ -296,34 +333,30 @@ def load_drop_file(
     ensure_raw_schema(con)
 
     stage = f"_stage_{uuid.uuid4().hex[:12]}"
-    columns = "{" + ", ".join(f"'{n}': 'VARCHAR'" for n in names) + "}"
     try:
-        # Read every column (not just the known ones) so that a bad byte anywhere rejects the line.
-        con.execute(
-            f"""CREATE TEMP TABLE {stage} AS SELECT * FROM read_csv(
-                    $path, auto_detect = false, header = true, delim = ',', quote = '"', escape = '"',
-                    strict_mode = true, columns = {columns},
-                    store_rejects = true, rejects_table = '{stage}_rej', rejects_scan = '{stage}_scan')""",
-            {"path": str(path)},
-        )
-        con.execute(_checked_sql(spec, stage, month.strftime("%Y-%m")), {"month": month})
+        checked_sql = _checked_sql(spec, stage, names, month.strftime("%Y-%m"))
+        params: dict = {"path": str(path)}
+        if "$month" in checked_sql:
+            params["month"] = month
+        con.execute(checked_sql, params)
+        con.execute(_mark_duplicates_sql(spec, stage))
         con.execute(f"CREATE TEMP TABLE {stage}_quarantine AS {_quarantine_sql(stage)}")
 
-        rows_parsed = con.execute(f"SELECT count(*) FROM {stage}").fetchone()[0]
+        rows_parsed = con.execute(f"SELECT count(*) FROM {stage}_checked").fetchone()[0]
         reasons = dict(
             con.execute(
                 f"SELECT reason, count(*) FROM {stage}_quarantine GROUP BY reason ORDER BY 2 DESC, 1"
             ).fetchall()
         )
         n_rejected_lines = con.execute(f"SELECT count(DISTINCT line) FROM {stage}_rej").fetchone()[0]
-        n_quarantined = sum(reasons.values())
+        n_good = con.execute(f"SELECT count(*) FROM {stage}_checked WHERE reason IS NULL").fetchone()[0]
         result = LoadResult(
             source=source,
             partition=month.isoformat(),
             file_name=path.name,
             rows_in=rows_parsed + n_rejected_lines,
-            rows_loaded=rows_parsed + n_rejected_lines - n_quarantined,
-            rows_quarantined=n_quarantined,
+            rows_loaded=n_good,
+            rows_quarantined=sum(reasons.values()),
             quarantine_reasons=reasons,
             extra_columns=extra,
         )
@@ -339,7 +372,7 @@ def load_drop_file(
         result.seconds = time.perf_counter() - started
         return result
     finally:
-        for suffix in ("", "_checked", "_quarantine", "_rej", "_scan"):
+        for suffix in ("_checked", "_quarantine", "_rej", "_scan"):
             con.execute(f"DROP TABLE IF EXISTS {stage}{suffix}")
 
 
@@ -391,7 +424,9 @@ def read_raw_partition(
     sample = ""
     if sample_rows is not None:
         sample = f" USING SAMPLE reservoir({int(sample_rows)} ROWS) REPEATABLE (42)"
+    if spec.snapshot:  # one snapshot in the table: the current one
+        return con.execute(f"SELECT * FROM {spec.table}{sample}").df()
     return con.execute(
-        f"SELECT * FROM {spec.table} WHERE {_q(spec.partition_column)} = $month{sample}",
+        f"SELECT * FROM (SELECT * FROM {spec.table} WHERE {_q(spec.partition_column)} = $month){sample}",
         {"month": partition_month.replace(day=1)},
     ).df()

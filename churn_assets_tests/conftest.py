@@ -1,0 +1,55 @@
+"""Shared fixtures: one tiny synthetic world per session, and a fresh data dir,
+warehouse and Dagster instance per test that needs them."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+TINY_WORLD = {"members": 3_000, "start": "2016-07", "months": 8, "seed": 11, "scenarios": [("none", "2016-07")]}
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory) -> Path:
+    """A generated world (landing drops + oracle), generated once per session. Read-only."""
+    from churn_assets.synthetic.simulator import generate_world
+
+    out = tmp_path_factory.mktemp("tiny_world")
+    generate_world(out, progress=False, **TINY_WORLD)
+    return out
+
+
+@pytest.fixture
+def data_dir(tmp_path, monkeypatch) -> Path:
+    """An empty CHURN_DATA_DIR with its warehouse and MLflow store inside tmp_path."""
+    data = tmp_path / "data"
+    (data / "landing").mkdir(parents=True)
+    monkeypatch.setenv("CHURN_DATA_DIR", str(data))
+    monkeypatch.delenv("CHURN_DUCKDB_PATH", raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{data}/mlflow/mlflow.db")
+    (data / "mlflow").mkdir()
+    for name in ("CHURN_SMTP_HOST", "CHURN_SMTP_TO"):
+        monkeypatch.delenv(name, raising=False)
+    return data
+
+
+def deliver(world: Path, data: Path, *months: str) -> None:
+    """Copy drop folders of the tiny world into the test's landing area."""
+    for month in months:
+        shutil.copytree(world / "landing" / month, data / "landing" / month, dirs_exist_ok=True)
+
+
+@pytest.fixture
+def instance():
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
+@pytest.fixture
+def defs(data_dir):
+    """Definitions built against the test's data dir (resources read the env at build time)."""
+    from churn_assets.definitions import build_definitions
+
+    return build_definitions()
