@@ -23,24 +23,38 @@ def ident(name: str) -> str:
     return name
 
 
+def date_columns(frame: pd.DataFrame) -> list[str]:
+    """Datetime columns holding whole days only: DuckDB returns DATE as
+    datetime64, and they must go back as DATE, not TIMESTAMP."""
+    return [
+        c for c in frame.columns
+        if pd.api.types.is_datetime64_any_dtype(frame[c]) and (frame[c].dropna() == frame[c].dropna().dt.normalize()).all()
+    ]
+
+
 def replace_partition(
     con: duckdb.DuckDBPyConnection,
     table: str,
     frame: pd.DataFrame,
     partition_column: str | None = None,
     partition_value: object = None,
+    dates: list[str] | None = None,
 ) -> int:
     """Replace the rows of `table` where partition_column = partition_value with
     `frame` (or the whole table when partition_column is None), atomically.
-    The table is created from the frame's schema on first use."""
+    The table is created from the frame's schema on first use, with `dates`
+    (default: the whole-day datetime columns) typed DATE."""
     table = ident(table)
+    dates = date_columns(frame) if dates is None else dates
     schema = table.split(".")[0] if "." in table else None
     con.execute("BEGIN TRANSACTION")
     try:
         if schema:
             con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
         con.register("_incoming", frame)
-        con.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM _incoming LIMIT 0")
+        casts = ", ".join(f"CAST({ident(c)} AS DATE) AS {ident(c)}" for c in dates)
+        select = f"SELECT * REPLACE ({casts})" if casts else "SELECT *"
+        con.execute(f"CREATE TABLE IF NOT EXISTS {table} AS {select} FROM _incoming LIMIT 0")
         if partition_column is None:
             con.execute(f"DELETE FROM {table}")
         else:

@@ -1,0 +1,125 @@
+"""Labels (official rule), point-in-time training features, and the monthly churn KPI."""
+
+import base64
+from datetime import date, timedelta
+
+import dagster as dg
+
+from churn_assets.features.kpi import churn_chart_png, monthly_churn_kpi
+from churn_assets.features.labels import compute_labels
+from churn_assets.features.member_features import build_member_features
+from churn_assets.partitions import month_end, month_of, monthly_partitions
+from churn_assets.resources import Warehouse
+from churn_assets.settings import paths_from_env
+from churn_assets.warehouse import frame_metadata, replace_partition, table_exists
+
+LABELS = dg.AssetKey(["features", "labels"])
+RAW_TRANSACTIONS = dg.AssetKey(["raw", "transactions"])
+RAW_USER_LOGS = dg.AssetKey(["raw", "user_logs"])
+RAW_MEMBERS = dg.AssetKey(["raw", "members"])
+RAW_CHURN_LABELS = dg.AssetKey(["raw", "churn_labels"])
+
+# Labels of M read the history month M-1 and renewals from M on; they are final
+# once M+1 is in. Features of M read up to a year of history before M.
+_labels_window = dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=1, allow_nonexistent_upstream_partitions=True)
+_history_window = dg.TimeWindowPartitionMapping(start_offset=-12, end_offset=-1, allow_nonexistent_upstream_partitions=True)
+
+MIN_LABEL_AGREEMENT = 0.999
+
+
+def month_labels_final_after(month: date) -> date:
+    """The drop month that makes target month M's labels final: the one holding
+    the last day a renewal can still count (last expiry + 29 days). That is
+    M+1, except for January, whose Jan-31 expiries renew until 1 March."""
+    return (month_end(month) + timedelta(days=29)).replace(day=1)
+
+
+def labels_final(con, month: date) -> bool:
+    return bool(con.execute(
+        "SELECT count(*) > 0 FROM raw.transactions WHERE partition_month = ?", [month_labels_final_after(month)]
+    ).fetchone()[0])
+
+
+@dg.asset(
+    key=LABELS, group_name="features", kinds={"duckdb", "sql"}, pool="duckdb_warehouse",
+    partitions_def=monthly_partitions,
+    deps=[dg.AssetDep(RAW_TRANSACTIONS, partition_mapping=_labels_window)],
+    description="Churn labels of members expiring in the target month, by the official WSDM rule.",
+    check_specs=[dg.AssetCheckSpec(
+        "agrees_with_published_labels", asset=LABELS, blocking=True,
+        description=f"Agreement with raw.churn_labels where a churn_logs drop exists (blocking below {MIN_LABEL_AGREEMENT:.1%}).",
+    )],
+)
+def labels(context: dg.AssetExecutionContext, warehouse: Warehouse):
+    month = month_of(context.partition_key)
+    with warehouse.get_connection() as con:
+        frame = compute_labels(con, month)
+        replace_partition(con, "features.labels", frame, "target_month", month)
+        final = labels_final(con, month)
+        published = con.execute(
+            """SELECT count(*), count(l.msno), coalesce(sum((l.is_churn = p.is_churn)::INT), 0)
+               FROM raw.churn_labels p LEFT JOIN features.labels l
+                 ON l.msno = p.msno AND l.target_month = p.target_month
+               WHERE p.target_month = ?""", [month],
+        ).fetchone() if table_exists(con, "raw.churn_labels") else (0, 0, 0)
+    churn_rate = float(frame["is_churn"].mean()) if len(frame) else 0.0
+    yield dg.MaterializeResult(metadata=frame_metadata(frame, extra={
+        "candidates": len(frame), "churn_rate": churn_rate, "final": final,
+        "note": "final" if final else f"not final: renewals of {month:%Y-%m} expiries are still open until {month_labels_final_after(month):%Y-%m} is ingested",
+    }))
+    n_published, n_matched, n_agree = published
+    agreement = n_agree / n_published if n_published else 1.0
+    # Published labels are final; ours are only comparable once they are final too.
+    skipped = "no churn_logs drop for this month" if not n_published else "" if final else "labels not final yet"
+    yield dg.AssetCheckResult(
+        check_name="agrees_with_published_labels", passed=bool(skipped) or agreement >= MIN_LABEL_AGREEMENT,
+        metadata={"published_labels": n_published, "matched_candidates": n_matched,
+                  "agreement_rate": float(agreement), "skipped": skipped},
+    )
+
+
+@dg.asset(
+    key=["features", "member_features"], group_name="features", kinds={"duckdb", "sql"}, pool="duckdb_warehouse",
+    partitions_def=monthly_partitions,
+    deps=[LABELS, RAW_MEMBERS,
+          dg.AssetDep(RAW_TRANSACTIONS, partition_mapping=_history_window),
+          dg.AssetDep(RAW_USER_LOGS, partition_mapping=_history_window)],
+    description="Training rows: the target month's candidates with features as of its first day (rows dated before it only).",
+)
+def member_features(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
+    month = month_of(context.partition_key)
+    with warehouse.get_connection() as con:
+        con.execute("CREATE OR REPLACE TEMP TABLE _candidates AS SELECT msno FROM features.labels WHERE target_month = ?", [month])
+        frame = build_member_features(con, month, members="_candidates")
+        replace_partition(con, "features.member_features", frame, "as_of", month)
+    return dg.MaterializeResult(metadata=frame_metadata(frame, extra={"as_of": month.isoformat(), "members": len(frame)}))
+
+
+@dg.asset(
+    key=["kpi", "monthly_churn"], group_name="features", kinds={"duckdb", "matplotlib"}, pool="duckdb_warehouse",
+    partitions_def=monthly_partitions, deps=[LABELS, RAW_TRANSACTIONS],
+    description="The business churn KPI: churned at the end of the month / members active in the month.",
+)
+def monthly_churn(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
+    month = month_of(context.partition_key)
+    with warehouse.get_connection() as con:
+        row = monthly_churn_kpi(con, month)
+        replace_partition(con, "kpi.monthly_churn", row, "month", month)
+        history = con.execute("SELECT * FROM kpi.monthly_churn ORDER BY month").df()
+    chart = churn_chart_png(history, paths_from_env().reports / "kpi" / "monthly_churn.png")
+    image = base64.b64encode(chart.read_bytes()).decode()
+    first = row.iloc[0]
+    return dg.MaterializeResult(metadata=frame_metadata(row, extra={
+        "churn_rate": float(first["churn_rate"]), "active_members": int(first["active_members"]),
+        "new_members": int(first["new_members"]), "churned": int(first["churned"]),
+        "chart": dg.MetadataValue.md(f"![monthly churn](data:image/png;base64,{image})"),
+        "chart_path": dg.MetadataValue.path(str(chart)),
+    }))
+
+
+features_assets = [labels, member_features, monthly_churn]
+
+features_job = dg.define_asset_job(
+    "features_job", selection=dg.AssetSelection.groups("features"), partitions_def=monthly_partitions,
+    description="Labels, training features and the KPI for one target month.",
+)
