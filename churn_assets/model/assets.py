@@ -1,0 +1,228 @@
+"""Model domain assets: train and register (ml/churn_model), gate it (blocking check ->
+alias staging), accept it against production (ml/production_model -> alias production).
+
+Assets stay thin: read the feature store, call training/registry functions, report metadata.
+The version produced by ml/churn_model travels to the check and ml/production_model through
+its materialisation metadata ("model_version"), so each can also be re-run on its own.
+"""
+
+import os
+from typing import Any, Literal
+
+import dagster as dg
+import mlflow as mlflow_lib
+from mlflow.tracking import MlflowClient
+from pydantic import Field
+
+from churn_assets.model.data import labelled_months, load_training_frame
+from churn_assets.model.registry import (
+    AUC_FLOOR,
+    EXPERIMENT,
+    LOG_LOSS_CEILING,
+    MODEL_NAME,
+    PRODUCTION,
+    STAGING,
+    acceptance,
+    alias_version,
+    automated_tests,
+    log_training,
+    production_params,
+    promotion_row,
+    record_promotion,
+    training_evidence,
+)
+from churn_assets.model.tracking import end_mlflow_on_run_finished, mlflow_resource
+from churn_assets.model.training import DEFAULT_PARAMS, train_churn_model
+from churn_assets.model.tuning import tune
+from churn_assets.resources import Warehouse
+from churn_assets.settings import Paths
+
+CHURN_MODEL = dg.AssetKey(["ml", "churn_model"])
+PRODUCTION_MODEL = dg.AssetKey(["ml", "production_model"])
+MEMBER_FEATURES = dg.AssetKey(["features", "member_features"])
+LABELS = dg.AssetKey(["features", "labels"])
+TAG_AUC_FLOOR, TAG_LL_CEILING = "gate.auc_floor", "gate.log_loss_ceiling"
+
+
+class TrainConfig(dg.Config):
+    train_months: int = Field(
+        default=3, ge=2, description="K: train on the last K final labelled months (the newest of them early-stops and calibrates)."
+    )
+    mode: Literal["refit", "retune"] = Field(
+        default="refit", description="refit: production hyper-parameters on fresh data; retune: Optuna search first."
+    )
+    n_trials: int = Field(default=20, ge=1, description="Optuna trials (retune only).")
+    timeout_s: float | None = Field(default=900.0, description="Optuna time budget in seconds (retune only).")
+    auc_floor: float = Field(default=AUC_FLOOR, description="Automated gate: minimum validation AUC.")
+    log_loss_ceiling: float = Field(default=LOG_LOSS_CEILING, description="Automated gate: maximum validation log loss.")
+    seed: int = 0
+
+
+class AcceptanceConfig(dg.Config):
+    tolerance: float = Field(
+        default=0.005, description="Challenger may trail production by this much AUC / log loss on the newest labelled month."
+    )
+
+
+def _client(mlf: Any) -> MlflowClient:
+    return MlflowClient(getattr(mlf, "tracking_uri", None) or mlflow_lib.get_tracking_uri())
+
+
+def _latest_version(instance: dg.DagsterInstance) -> str:
+    event = instance.get_latest_materialization_event(CHURN_MODEL)
+    meta = event.asset_materialization.metadata if event and event.asset_materialization else {}
+    if "model_version" not in meta:
+        raise dg.Failure(description="ml/churn_model has no materialisation with a model_version yet: run train_job first.")
+    return str(meta["model_version"].value)
+
+
+def _run_link(run_id: str, experiment_id: str) -> dg.MetadataValue:
+    ui = os.environ.get("CHURN_MLFLOW_UI_URL", "http://localhost:5000").rstrip("/")
+    return dg.MetadataValue.url(f"{ui}/#/experiments/{experiment_id}/runs/{run_id}")
+
+
+@dg.asset(
+    key=CHURN_MODEL,
+    group_name="model",
+    kinds={"lightgbm", "mlflow"},
+    deps=[MEMBER_FEATURES, LABELS],
+    description="LightGBM churn model trained on the last K final labelled months, validated on the newest, "
+    "logged to MLflow and registered as a new version of churn_model.",
+)
+def churn_model(
+    context: dg.AssetExecutionContext, config: TrainConfig, warehouse: Warehouse, mlflow: dg.ResourceParam[Any]
+) -> dg.MaterializeResult:
+    with warehouse.get_connection() as con:
+        months = labelled_months(con)
+        k = config.train_months
+        if len(months) < k + 1:
+            raise dg.Failure(
+                description=f"need {k + 1} final labelled months ({k} to train, 1 to validate), found "
+                f"{len(months)}: {[m.isoformat() for m in months]}. Ingest more months or lower train_months."
+            )
+        train_months, valid_month = months[-k - 1 : -1], months[-1]
+        frame = load_training_frame(con, [*train_months, valid_month])
+
+    client = _client(mlflow)
+    if config.mode == "retune":  # `mlflow` is the dagster-mlflow resource: logs into this run
+        params, trials = tune(frame, train_months, valid_month, config.n_trials, config.timeout_s, config.seed)
+        mlflow.log_params({f"tuning.best.{k}": v for k, v in params.items()})
+        mlflow.log_metric("tuning_best_early_stop_log_loss", float(trials["value"].min()))
+        mlflow.log_text(trials.to_csv(index=False), "tuning/trials.csv")
+        context.log.info(f"Optuna: {len(trials)} trials, best early-stop log loss {trials['value'].min():.4f}")
+    else:
+        params = production_params(client) or DEFAULT_PARAMS
+
+    result = train_churn_model(frame, params, train_months, valid_month, seed=config.seed)
+    logged = log_training(result, tags={
+        "dagster_run_id": context.run_id,
+        "mode": config.mode,
+        TAG_AUC_FLOOR: str(config.auc_floor),
+        TAG_LL_CEILING: str(config.log_loss_ceiling),
+    })
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    return dg.MaterializeResult(metadata={
+        **{f"valid_{k}": dg.MetadataValue.float(float(v)) for k, v in result.metrics.items()},
+        **{f"baseline_{k}": dg.MetadataValue.float(float(v)) for k, v in result.baseline_metrics.items()},
+        "model_version": dg.MetadataValue.text(logged.version),
+        "mlflow_run_id": dg.MetadataValue.text(logged.run_id),
+        "mlflow_run": _run_link(logged.run_id, experiment.experiment_id),
+        "mode": dg.MetadataValue.text(config.mode),
+        "train_months": dg.MetadataValue.text(",".join(m.isoformat() for m in train_months)),
+        "valid_month": dg.MetadataValue.text(valid_month.isoformat()),
+        "best_iteration": dg.MetadataValue.int(result.best_iteration),
+        "n_rows": dg.MetadataValue.int(len(frame)),
+    })
+
+
+@dg.asset_check(
+    asset=CHURN_MODEL,
+    blocking=True,
+    pool="duckdb_warehouse",
+    description="Signature, sane probabilities, AUC / log-loss floors, beats the logistic baseline. "
+    "Pass moves alias staging; every decision lands in ml.model_promotions.",
+)
+def churn_model_automated_tests(
+    context: dg.AssetCheckExecutionContext, warehouse: Warehouse, mlflow: dg.ResourceParam[Any]
+) -> dg.AssetCheckResult:
+    client = _client(mlflow)
+    version = _latest_version(context.instance)
+    tags = client.get_model_version(MODEL_NAME, version).tags
+    decision = automated_tests(
+        client,
+        version,
+        training_evidence(client, version),
+        auc_floor=float(tags.get(TAG_AUC_FLOOR, AUC_FLOOR)),
+        log_loss_ceiling=float(tags.get(TAG_LL_CEILING, LOG_LOSS_CEILING)),
+    )
+    with warehouse.get_connection() as con:
+        record_promotion(con, promotion_row(version, STAGING, decision))
+    return dg.AssetCheckResult(
+        passed=decision.passed,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description="; ".join(decision.reasons),
+        metadata={
+            "model_version": dg.MetadataValue.text(version),
+            "staging_version": dg.MetadataValue.text(alias_version(client, STAGING) or "none"),
+            "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in decision.reasons)),
+        },
+    )
+
+
+@dg.asset(
+    key=PRODUCTION_MODEL,
+    group_name="model",
+    kinds={"mlflow"},
+    deps=[CHURN_MODEL],
+    pool="duckdb_warehouse",
+    description="Acceptance: the new version against production on the newest final labelled month; "
+    "moves alias production or refuses, and records the decision in ml.model_promotions.",
+)
+def production_model(
+    context: dg.AssetExecutionContext, config: AcceptanceConfig, warehouse: Warehouse, mlflow: dg.ResourceParam[Any]
+) -> dg.MaterializeResult:
+    client = _client(mlflow)
+    version = _latest_version(context.instance)
+    with warehouse.get_connection() as con:
+        months = labelled_months(con)
+        if not months:
+            raise dg.Failure(description="no final labelled month to run acceptance on")
+        frame = load_training_frame(con, [months[-1]])
+        decision = acceptance(client, version, frame, config.tolerance)
+        record_promotion(con, promotion_row(version, PRODUCTION, decision))
+    d = decision.details
+    floats = {k: dg.MetadataValue.float(float(d[k])) for k in ("challenger_auc", "challenger_log_loss", "incumbent_auc", "incumbent_log_loss") if d.get(k) is not None}
+    return dg.MaterializeResult(metadata={
+        "production_version": dg.MetadataValue.text(alias_version(client, PRODUCTION) or "none"),
+        "challenger_version": dg.MetadataValue.text(version),
+        "decision": dg.MetadataValue.text("promoted" if decision.passed else "refused"),
+        "reason": dg.MetadataValue.text("; ".join(decision.reasons)),
+        "acceptance_month": dg.MetadataValue.text(months[-1].isoformat()),
+        **floats,
+    })
+
+
+model_assets = [churn_model, production_model]
+model_checks = [churn_model_automated_tests]
+
+_SELECTION = dg.AssetSelection.assets(CHURN_MODEL, PRODUCTION_MODEL)
+train_job = dg.define_asset_job(
+    "train_job",
+    selection=_SELECTION,
+    hooks={end_mlflow_on_run_finished},
+    config=dg.RunConfig(ops={"ml__churn_model": TrainConfig(mode="refit")}),
+    description="Refit the production recipe on the newest months, gate it, promote or refuse.",
+)
+retune_job = dg.define_asset_job(
+    "retune_job",
+    selection=_SELECTION,
+    hooks={end_mlflow_on_run_finished},
+    config=dg.RunConfig(ops={"ml__churn_model": TrainConfig(mode="retune", n_trials=20, timeout_s=900.0)}),
+    description="Optuna search over the LightGBM recipe, then train, gate and promote like train_job.",
+)
+model_jobs = [train_job, retune_job]
+
+
+def model_resources(paths: Paths) -> dict:
+    """The model domain's resources beyond the shared warehouse: "mlflow" (dagster-mlflow)."""
+    return {"mlflow": mlflow_resource(paths.mlflow_tracking_uri, paths.mlflow_artifact_location)}

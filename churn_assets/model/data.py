@@ -1,0 +1,65 @@
+"""Training frames from the feature store: features as of month M joined to M's labels.
+
+A labelled month M is final once month M+1 of raw.transactions is ingested (renewals are
+looked up after M-1, up to 30 days past an expiry inside M), so only final months are
+trained or validated on.
+"""
+from __future__ import annotations
+
+import datetime as dt
+
+import duckdb
+import pandas as pd
+
+from churn_assets.features.feature_spec import FEATURE_COLUMNS, KEY_COLUMNS
+from churn_assets.partitions import add_months
+from churn_assets.warehouse import ident, table_exists
+
+TARGET = "is_churn"
+FRAME_COLUMNS: list[str] = [*KEY_COLUMNS, *FEATURE_COLUMNS, TARGET, "target_month"]
+
+_FRAME_SQL = """
+SELECT {feature_cols}, l.is_churn, l.target_month
+FROM features.member_features f
+JOIN features.labels l ON l.msno = f.msno AND l.target_month = f.as_of
+WHERE f.as_of IN (SELECT unnest(CAST($months AS DATE[])))
+ORDER BY f.as_of, f.msno
+"""
+
+_LABELLED_SQL = """
+SELECT DISTINCT l.target_month
+FROM features.labels l
+WHERE l.target_month IN (SELECT DISTINCT as_of FROM features.member_features)
+ORDER BY 1
+"""
+
+
+def _as_date(value: object) -> dt.date:
+    ts = pd.Timestamp(value)
+    return dt.date(ts.year, ts.month, ts.day)
+
+
+def load_training_frame(con: duckdb.DuckDBPyConnection, months: list[dt.date]) -> pd.DataFrame:
+    """KEY_COLUMNS + FEATURE_COLUMNS + is_churn + target_month for the candidates of `months`
+    (features as_of = first day of the month, labels of that target month), sorted by month, msno."""
+    if not months:
+        return pd.DataFrame(columns=FRAME_COLUMNS)
+    cols = ", ".join(f"f.{ident(c)}" for c in [*KEY_COLUMNS, *FEATURE_COLUMNS])
+    frame = con.execute(_FRAME_SQL.format(feature_cols=cols), {"months": [_as_date(m) for m in months]}).df()
+    for c in ("as_of", "membership_expire_date", "target_month"):
+        frame[c] = pd.to_datetime(frame[c]).dt.date
+    frame[TARGET] = frame[TARGET].astype("int64")
+    return frame
+
+
+def labelled_months(con: duckdb.DuckDBPyConnection) -> list[dt.date]:
+    """The final labelled months with features, oldest first: months M of features.labels
+    (and features.member_features) for which raw.transactions holds partition M+1."""
+    needed = ("features.labels", "features.member_features", "raw.transactions")
+    if not all(table_exists(con, t) for t in needed):
+        return []
+    ingested = {
+        _as_date(r[0]) for r in con.execute("SELECT DISTINCT partition_month FROM raw.transactions").fetchall()
+    }
+    months = [_as_date(r[0]) for r in con.execute(_LABELLED_SQL).fetchall()]
+    return [m for m in months if add_months(m, 1) in ingested]

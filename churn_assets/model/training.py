@@ -1,0 +1,255 @@
+"""Train, calibrate and evaluate the churn model with a temporal hold-out.
+
+Months, oldest to newest: [train ... train, early-stop] + [validation]
+- the booster fits the older train months;
+- the newest train month drives early stopping and then fits the calibrator (the booster
+  never trained on it);
+- the validation month (the newest final labelled month) is only ever scored.
+A logistic-regression baseline is trained on all train months and scored beside it, so a
+model that does not beat a straight line is visible (and refused by the gate).
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.isotonic import IsotonicRegression
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from churn_assets.features.feature_spec import CATEGORICAL_COLUMNS, FEATURE_COLUMNS, NUMERIC_COLUMNS
+from churn_assets.model.pyfunc import Calibrator, ChurnModel, prepare_features, training_categories
+
+TARGET = "is_churn"
+REFERENCE_ROWS = 20_000
+
+# The production recipe when there is no production model yet. Keys other than LightGBM's
+# (num_boost_round, early_stopping_rounds, calibration) are consumed here, not passed on.
+DEFAULT_PARAMS: dict = {
+    "objective": "binary",
+    "learning_rate": 0.05,
+    "num_leaves": 31,
+    "min_child_samples": 50,
+    "feature_fraction": 0.8,
+    "bagging_fraction": 0.8,
+    "bagging_freq": 1,
+    "lambda_l2": 1.0,
+    "cat_smooth": 10.0,
+    # one thread: OpenMP threads oversubscribe badly when Dagster runs ops side by side,
+    # and one thread is plenty (and reproducible) at a few hundred thousand rows
+    "num_threads": 1,
+    "num_boost_round": 1000,
+    "early_stopping_rounds": 50,
+    "calibration": "sigmoid",
+}
+_NOT_LGB = ("num_boost_round", "early_stopping_rounds", "calibration")
+
+
+@dataclass
+class TrainingResult:
+    model: ChurnModel
+    metrics: dict[str, float]
+    baseline_metrics: dict[str, float]
+    params: dict
+    best_iteration: int
+    feature_importance: pd.DataFrame  # feature, gain, split (by gain, descending)
+    reference_sample: pd.DataFrame  # FEATURE_COLUMNS, up to 20k training rows
+    validation_predictions: pd.DataFrame  # msno, churn_probability, is_churn
+    calibration_curve: pd.DataFrame  # bin, lower, upper, count, mean_predicted, observed_rate
+    train_months: list[dt.date]
+    valid_month: dt.date
+
+
+# ---------------------------------------------------------------- metrics
+
+def calibration_table(y: np.ndarray, p: np.ndarray, bins: int = 10) -> pd.DataFrame:
+    """Reliability table over `bins` equal-width probability bins (empty bins dropped)."""
+    y, p = np.asarray(y, dtype=float), np.asarray(p, dtype=float)
+    idx = np.clip((p * bins).astype(int), 0, bins - 1)
+    count = np.bincount(idx, minlength=bins)
+    sum_p = np.bincount(idx, weights=p, minlength=bins)
+    sum_y = np.bincount(idx, weights=y, minlength=bins)
+    keep = count > 0
+    edges = np.arange(bins + 1) / bins
+    return pd.DataFrame({
+        "bin": np.arange(bins)[keep],
+        "lower": edges[:-1][keep],
+        "upper": edges[1:][keep],
+        "count": count[keep],
+        "mean_predicted": sum_p[keep] / count[keep],
+        "observed_rate": sum_y[keep] / count[keep],
+    })
+
+
+def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
+    """Sum over equal-width bins of |observed rate - mean prediction| weighted by bin share."""
+    t = calibration_table(y, p, bins)
+    if t.empty:
+        return float("nan")
+    return float((t["count"] * (t["observed_rate"] - t["mean_predicted"]).abs()).sum() / t["count"].sum())
+
+
+def evaluate(y: np.ndarray, p: np.ndarray, a_threshold: float = 0.7) -> dict[str, float]:
+    """auc, pr_auc, log_loss, brier, ece, recall_a, precision_a (bucket A = p >= threshold;
+    precision 0 when A is empty), lift_top_decile (churn rate of the top 10 % / overall)."""
+    y = np.asarray(y, dtype=float)
+    p = np.asarray(p, dtype=float)
+    both = len(np.unique(y)) == 2
+    in_a = p >= a_threshold
+    positives = y.sum()
+    top = np.argsort(-p, kind="stable")[: max(1, int(np.ceil(0.1 * len(p))))]
+    base_rate = y.mean() if len(y) else float("nan")
+    return {
+        "auc": float(roc_auc_score(y, p)) if both else float("nan"),
+        "pr_auc": float(average_precision_score(y, p)) if both else float("nan"),
+        "log_loss": float(log_loss(y, np.clip(p, 1e-15, 1 - 1e-15), labels=[0, 1])),
+        "brier": float(np.mean((p - y) ** 2)),
+        "ece": expected_calibration_error(y, p),
+        "recall_a": float((y[in_a].sum() / positives) if positives else 0.0),
+        "precision_a": float(y[in_a].mean() if in_a.any() else 0.0),
+        "lift_top_decile": float(y[top].mean() / base_rate) if base_rate else float("nan"),
+    }
+
+
+# ---------------------------------------------------------------- training
+
+def split_months(
+    frame: pd.DataFrame, train_months: list[dt.date], valid_month: dt.date
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(fit, early-stop, validation) frames by target_month; refuses overlapping windows."""
+    months = sorted(train_months)
+    if len(months) < 2:
+        raise ValueError("need at least 2 train months: the newest one is the early-stopping/calibration set")
+    if valid_month in months or valid_month <= months[-1]:
+        raise ValueError(f"validation month {valid_month} must be newer than every train month {months}")
+    by = frame["target_month"]
+    parts = frame[by.isin(months[:-1])], frame[by == months[-1]], frame[by == valid_month]
+    for name, part in zip(("fit", "early-stopping", "validation"), parts, strict=True):
+        if part.empty or part[TARGET].nunique() < 2:
+            raise ValueError(f"the {name} month(s) have no rows or a single class; cannot train")
+    return parts
+
+
+def lgb_params(params: dict, seed: int) -> dict:
+    out = {k: v for k, v in params.items() if k not in _NOT_LGB}
+    out.update({"objective": "binary", "metric": "binary_logloss", "verbose": -1, "seed": seed})
+    return out
+
+
+def fit_booster(
+    fit: pd.DataFrame,
+    stop: pd.DataFrame,
+    categories: dict[str, list[str]],
+    params: dict,
+    seed: int = 0,
+    callbacks: list | None = None,
+) -> lgb.Booster:
+    """LightGBM on `fit`, early-stopped on log loss of `stop` (valid name 'early_stop')."""
+    full = {**DEFAULT_PARAMS, **params}
+    train_set = lgb.Dataset(prepare_features(fit, categories), label=fit[TARGET].to_numpy(), free_raw_data=False)
+    stop_set = lgb.Dataset(prepare_features(stop, categories), label=stop[TARGET].to_numpy(), reference=train_set)
+    return lgb.train(
+        lgb_params(full, seed),
+        train_set,
+        num_boost_round=int(full["num_boost_round"]),
+        valid_sets=[stop_set],
+        valid_names=["early_stop"],
+        callbacks=[lgb.early_stopping(int(full["early_stopping_rounds"]), verbose=False), *(callbacks or [])],
+    )
+
+
+def fit_calibrator(y: np.ndarray, raw_p: np.ndarray, method: str) -> Calibrator:
+    p = np.clip(raw_p, 1e-6, 1 - 1e-6)
+    if method == "isotonic":
+        iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(p, y)
+        return Calibrator("isotonic", x=tuple(iso.X_thresholds_), y=tuple(iso.y_thresholds_))
+    if method == "sigmoid":
+        margin = np.log(p / (1 - p)).reshape(-1, 1)
+        lr = LogisticRegression(C=1e6).fit(margin, y)  # ~unregularised Platt scaling
+        return Calibrator("sigmoid", a=float(lr.coef_[0, 0]), b=float(lr.intercept_[0]))
+    if method == "none":
+        return Calibrator("none")
+    raise ValueError(f"calibration must be isotonic, sigmoid or none, got {method!r}")
+
+
+def baseline_pipeline() -> Pipeline:
+    """Impute, scale numerics, one-hot categoricals, logistic regression."""
+    numeric = make_pipeline(SimpleImputer(strategy="median", add_indicator=True), StandardScaler())
+    categorical = make_pipeline(
+        SimpleImputer(strategy="constant", fill_value="missing"),
+        OneHotEncoder(handle_unknown="ignore", min_frequency=20),
+    )
+    columns = ColumnTransformer([("num", numeric, NUMERIC_COLUMNS), ("cat", categorical, CATEGORICAL_COLUMNS)])
+    return make_pipeline(columns, LogisticRegression(max_iter=2000))
+
+
+def _baseline_matrix(frame: pd.DataFrame) -> pd.DataFrame:
+    X = frame[FEATURE_COLUMNS].copy()
+    X[NUMERIC_COLUMNS] = X[NUMERIC_COLUMNS].astype(float).replace([np.inf, -np.inf], np.nan)
+    X[CATEGORICAL_COLUMNS] = X[CATEGORICAL_COLUMNS].astype(object).where(X[CATEGORICAL_COLUMNS].notna(), "missing").astype(str)
+    return X
+
+
+def train_churn_model(
+    frame: pd.DataFrame,
+    params: dict | None,
+    train_months: list[dt.date],
+    valid_month: dt.date,
+    seed: int = 0,
+) -> TrainingResult:
+    """Fit booster + calibrator + baseline on `train_months`, evaluate on `valid_month`."""
+    params = {**DEFAULT_PARAMS, **(params or {})}
+    fit, stop, valid = split_months(frame, train_months, valid_month)
+    train_all = pd.concat([fit, stop])
+    categories = training_categories(train_all)
+
+    booster = fit_booster(fit, stop, categories, params, seed)
+    best = int(booster.best_iteration or booster.current_iteration())
+    raw_stop = booster.predict(prepare_features(stop, categories), num_iteration=best)
+    calibrator = fit_calibrator(stop[TARGET].to_numpy(), raw_stop, params["calibration"])
+    model = ChurnModel(
+        model_str=booster.model_to_string(num_iteration=best),
+        calibrator=calibrator,
+        categories=categories,
+        params=params,
+        best_iteration=best,
+    )
+
+    p_valid = model.predict_proba(valid)
+    y_valid = valid[TARGET].to_numpy()
+    baseline = baseline_pipeline().fit(_baseline_matrix(train_all), train_all[TARGET].to_numpy())
+    p_base = baseline.predict_proba(_baseline_matrix(valid))[:, 1]
+
+    importance = pd.DataFrame({
+        "feature": model.feature_columns,
+        "gain": booster.feature_importance("gain", iteration=best),
+        "split": booster.feature_importance("split", iteration=best),
+    }).sort_values("gain", ascending=False, ignore_index=True)
+    reference = train_all[FEATURE_COLUMNS].sample(
+        n=min(REFERENCE_ROWS, len(train_all)), random_state=seed
+    ).reset_index(drop=True)
+    predictions = pd.DataFrame({
+        "msno": valid["msno"].to_numpy(),
+        "churn_probability": p_valid,
+        "is_churn": y_valid.astype("int64"),
+    })
+    return TrainingResult(
+        model=model,
+        metrics=evaluate(y_valid, p_valid),
+        baseline_metrics=evaluate(y_valid, p_base),
+        params=params,
+        best_iteration=best,
+        feature_importance=importance,
+        reference_sample=reference,
+        validation_predictions=predictions,
+        calibration_curve=calibration_table(y_valid, p_valid),
+        train_months=sorted(train_months),
+        valid_month=valid_month,
+    )

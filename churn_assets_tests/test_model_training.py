@@ -1,0 +1,159 @@
+"""Model domain, pure parts: data loading, metrics, training, calibration, pyfunc, tuning."""
+from __future__ import annotations
+
+import datetime as dt
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+
+from churn_assets.features.feature_spec import FEATURE_COLUMNS, KEY_COLUMNS
+from churn_assets.model.data import labelled_months, load_training_frame
+from churn_assets.model.pyfunc import ChurnModel
+from churn_assets.model.toy import write_toy_world
+from churn_assets.model.training import (
+    calibration_table,
+    evaluate,
+    expected_calibration_error,
+    split_months,
+    train_churn_model,
+)
+from churn_assets.model.tuning import SEARCH_SPACE, tune
+
+MONTHS = [dt.date(2017, m, 1) for m in range(1, 6)]
+TRAIN, VALID = MONTHS[1:4], MONTHS[4]
+
+
+@pytest.fixture(scope="module")
+def world():
+    con = duckdb.connect()
+    oracle = write_toy_world(con, MONTHS, 2500, seed=7)
+    frame = load_training_frame(con, [*TRAIN, VALID])
+    yield con, frame, oracle
+    con.close()
+
+
+@pytest.fixture(scope="module")
+def result(world):
+    return train_churn_model(world[1], None, TRAIN, VALID, seed=0)
+
+
+# ---------------------------------------------------------------- data
+
+def test_training_frame_has_contract_columns(world):
+    _, frame, _ = world
+    assert list(frame.columns) == [*KEY_COLUMNS, *FEATURE_COLUMNS, "is_churn", "target_month"]
+    assert set(frame["target_month"]) == {*TRAIN, VALID}
+    assert (frame["as_of"] == frame["target_month"]).all()
+    assert len(frame) == 4 * 2500
+
+
+def test_labelled_months_are_final_only():
+    con = duckdb.connect()
+    assert labelled_months(con) == []  # no tables yet
+    write_toy_world(con, MONTHS[:3], 50, seed=1, final=False)
+    # 2017-03 labels exist but 2017-04 transactions do not: not final yet
+    assert labelled_months(con) == MONTHS[:2]
+    con.execute("INSERT INTO raw.transactions SELECT * REPLACE (DATE '2017-04-01' AS partition_month) FROM raw.transactions LIMIT 1")
+    assert labelled_months(con) == MONTHS[:3]
+
+
+# ---------------------------------------------------------------- metrics
+
+def test_ece_zero_when_calibrated_and_known_when_shifted():
+    # 4 groups of 100 rows at p in {0.05, 0.25, 0.55, 0.85}, exactly p*100 positives each
+    p = np.repeat([0.05, 0.25, 0.55, 0.85], 100)
+    y = np.concatenate([np.r_[np.ones(int(q * 100)), np.zeros(100 - int(q * 100))] for q in (0.05, 0.25, 0.55, 0.85)])
+    assert expected_calibration_error(y, p) == pytest.approx(0.0, abs=1e-12)
+    assert expected_calibration_error(y, p + 0.1) == pytest.approx(0.1, abs=1e-12)
+    table = calibration_table(y, p + 0.1)
+    assert list(table["bin"]) == [1, 3, 6, 9] and table["count"].sum() == 400
+
+    rng = np.random.default_rng(0)  # a calibrated forecaster on random data: ECE only sampling noise
+    q = rng.random(200_000)
+    assert expected_calibration_error(rng.random(q.size) < q, q) < 0.01
+
+
+def test_evaluate_bucket_a_and_lift():
+    y = np.array([1, 1, 0, 0, 1, 0, 0, 0, 0, 0] * 10)
+    p = np.array([0.9, 0.8, 0.75, 0.2, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1] * 10)
+    m = evaluate(y, p, a_threshold=0.7)
+    assert m["recall_a"] == pytest.approx(2 / 3)
+    assert m["precision_a"] == pytest.approx(2 / 3)
+    assert m["lift_top_decile"] == pytest.approx(1 / 0.3)  # top 10 rows are all 0.9 and churn
+    assert 0 < m["auc"] < 1 and m["brier"] > 0
+    assert evaluate(y, np.full(y.size, 0.1))["precision_a"] == 0.0  # empty bucket A
+
+
+# ---------------------------------------------------------------- training
+
+def test_validation_month_is_never_trained_on(world):
+    _, frame, _ = world
+    with pytest.raises(ValueError, match="newer than every train month"):
+        split_months(frame, [*TRAIN, VALID], VALID)
+    fit, stop, valid = split_months(frame, TRAIN, VALID)
+    assert set(fit["target_month"]) == set(TRAIN[:-1])
+    assert set(stop["target_month"]) == {TRAIN[-1]} and set(valid["target_month"]) == {VALID}
+
+
+def test_trained_model_beats_baseline_and_is_calibrated(world, result):
+    _, frame, oracle = world
+    m = result.metrics
+    truth = oracle[oracle["target_month"] == VALID]
+    ceiling = evaluate(truth["is_churn"], truth["true_churn_probability"])
+    assert m["auc"] > result.baseline_metrics["auc"]
+    assert m["auc"] >= 0.93 * ceiling["auc"]
+    assert m["ece"] < 0.04 and m["log_loss"] < 1.1 * ceiling["log_loss"]
+    assert 0 < result.best_iteration < 1000
+    v = result.validation_predictions
+    assert list(v.columns) == ["msno", "churn_probability", "is_churn"] and len(v) == 2500
+    assert v["churn_probability"].between(0, 1).all()
+    assert list(result.reference_sample.columns) == FEATURE_COLUMNS
+    assert len(result.reference_sample) == 7500  # all 3 train months (< 20k rows)
+    assert result.feature_importance["gain"].is_monotonic_decreasing
+    assert result.calibration_curve["count"].sum() == 2500
+
+
+def test_pyfunc_contract(world, result):
+    _, frame, _ = world
+    model: ChurnModel = result.model
+    rows = frame[frame["target_month"] == VALID].head(200)
+    p = model.predict_proba(rows)
+    out = model.predict(None, rows)
+    assert list(out.columns) == ["churn_probability"] and np.allclose(out["churn_probability"], p)
+    contrib = model.contributions(rows)
+    assert list(contrib.columns) == [*FEATURE_COLUMNS, "bias"]
+    raw = model.raw_probability(rows)
+    np.testing.assert_allclose(contrib.sum(axis=1), np.log(raw / (1 - raw)), atol=1e-6)
+
+    with pytest.raises(ValueError, match="secs_30d, city"):
+        model.predict_proba(rows.drop(columns=["secs_30d", "city"]))
+
+    odd = rows.copy()  # unseen category and numbers as strings/ints still score
+    odd["city"] = "no-such-city"
+    odd["active_days_30d"] = odd["active_days_30d"].astype("int64")
+    q = model.predict_proba(odd)
+    assert np.isfinite(q).all() and ((q > 0) & (q < 1)).all()
+    assert model.categories["city"] == sorted(model.categories["city"]) and "no-such-city" not in model.categories["city"]
+
+
+def test_tune_small_search(world):
+    _, frame, _ = world
+    params, trials = tune(frame, TRAIN, VALID, n_trials=3, seed=1)
+    assert set(SEARCH_SPACE) <= set(params) and params["objective"] == "binary"
+    assert len(trials) == 3 and {"value", "state"} <= set(trials.columns)
+    assert trials["value"].dropna().min() < 0.5
+    # the validation month's labels play no part in the search
+    shuffled = frame.copy()
+    is_valid = shuffled["target_month"] == VALID
+    shuffled.loc[is_valid, "is_churn"] = np.random.default_rng(0).permutation(shuffled.loc[is_valid, "is_churn"].to_numpy())
+    params2, trials2 = tune(shuffled, TRAIN, VALID, n_trials=3, seed=1)
+    assert params2 == params and trials2["value"].tolist() == trials["value"].tolist()
+
+
+def test_single_class_month_is_refused(world):
+    _, frame, _ = world
+    flat = frame.assign(is_churn=np.where(frame["target_month"] == TRAIN[-1], 0, frame["is_churn"]))
+    with pytest.raises(ValueError, match="single class"):
+        train_churn_model(pd.DataFrame(flat), None, TRAIN, VALID)
