@@ -2,25 +2,20 @@
 
 Every partitioned table follows "create if missing, delete the partition,
 insert" inside one transaction, so a re-run replaces exactly its partition and
-a crash mid-write leaves the previous contents (DuckDB rolls back).
+a crash mid-write leaves the previous contents (DuckDB rolls back). The tables
+analysts query are then published as Parquet (churn_assets.analytics).
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 
 import dagster as dg
 import duckdb
 import pandas as pd
 
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
+from churn_assets.analytics.publish import PUBLISHED_TABLES, publish
+from churn_assets.identifiers import ident
 
-
-def ident(name: str) -> str:
-    """Validate a (schema.)table or column name before it is formatted into SQL."""
-    if not _IDENT.match(name):
-        raise ValueError(f"not a valid SQL identifier: {name!r}")
-    return name
 
 
 def date_columns(frame: pd.DataFrame) -> list[str]:
@@ -67,6 +62,8 @@ def replace_partition(
         raise
     finally:
         con.unregister("_incoming")
+    if table in PUBLISHED_TABLES:  # analysts read the published copy, never this file
+        publish(con, table, partition_value)
     return len(frame)
 
 

@@ -15,7 +15,8 @@ import duckdb
 import pandas as pd
 from matplotlib.figure import Figure
 
-from churn_assets.features.labels import validate_identifier, validate_month
+from churn_assets.features.labels import validate_month
+from churn_assets.identifiers import ident
 
 _SQL_PATH = Path(__file__).with_name("kpi.sql")
 
@@ -31,8 +32,8 @@ def kpi_query(transactions: str = "raw.transactions", labels: str = "features.la
     """SQL text of the one-row KPI with a `$month` parameter (for `INSERT INTO kpi.monthly_churn`)."""
     return (
         _sql_template()
-        .replace("{transactions}", validate_identifier(transactions))
-        .replace("{labels}", validate_identifier(labels))
+        .replace("{transactions}", ident(transactions))
+        .replace("{labels}", ident(labels))
     )
 
 

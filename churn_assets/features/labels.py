@@ -8,24 +8,17 @@ comes 30 or more days after that expiry (pulled back by intervening cancellation
 from __future__ import annotations
 
 import datetime as dt
-import re
 from functools import cache
 from pathlib import Path
 
 import duckdb
 import pandas as pd
 
-_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
+from churn_assets.identifiers import ident
+
 _SQL_PATH = Path(__file__).with_name("labels.sql")
 
 LABEL_COLUMNS: tuple[str, ...] = ("msno", "target_month", "last_expire", "renewal_gap_days", "is_churn")
-
-
-def validate_identifier(name: str) -> str:
-    """Return `name` if it is a plain `table` or `schema.table` identifier, else raise."""
-    if not _NAME_RE.match(name):
-        raise ValueError(f"invalid table name: {name!r}")
-    return name
 
 
 def validate_month(month: dt.date) -> dt.date:
@@ -46,7 +39,7 @@ def labels_query(transactions: str = "raw.transactions") -> str:
     """SQL text of the labeller with a `$target_month` parameter, e.g. for
     `INSERT INTO features.labels <query>` run entirely inside DuckDB.
     Columns: msno, target_month, last_expire, renewal_gap_days, is_churn."""
-    return _sql_template().replace("{transactions}", validate_identifier(transactions))
+    return _sql_template().replace("{transactions}", ident(transactions))
 
 
 def compute_labels(

@@ -12,24 +12,16 @@ feature_spec.py; numeric features are DOUBLE, categorical ones VARCHAR.
 from __future__ import annotations
 
 import datetime as dt
-import re
 from functools import cache
 from pathlib import Path
 
 import duckdb
 import pandas as pd
 
+from churn_assets.identifiers import ident
 from churn_assets.features.feature_spec import CATEGORICAL_COLUMNS, FEATURE_COLUMNS
 
-_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 _SQL_DIR = Path(__file__).parent
-
-
-def _identifier(name: str) -> str:
-    """`name` if it is a plain `name` or `schema.name` identifier, else ValueError."""
-    if not _NAME_RE.match(name):
-        raise ValueError(f"invalid SQL identifier: {name!r}")
-    return name
 
 
 def _date(value: dt.date) -> dt.date:
@@ -51,11 +43,11 @@ def features_query(raw_schema: str = "raw", members: str | None = None) -> str:
     `members` names a table or view with an `msno` column (duplicates ignored); None means
     every member with at least one transaction before as_of. Rows are sorted by msno.
     """
-    raw = _identifier(raw_schema)
+    raw = ident(raw_schema)
     if members is None:
         population, restrict = "SELECT msno FROM txn_agg", ""
     else:
-        population = f"SELECT DISTINCT msno FROM {_identifier(members)}"
+        population = f"SELECT DISTINCT msno FROM {ident(members)}"
         restrict = f"AND msno IN (SELECT msno FROM {members})"
     numeric_casts = ",\n    ".join(
         c if c in CATEGORICAL_COLUMNS else f"CAST({c} AS DOUBLE) AS {c}" for c in FEATURE_COLUMNS
@@ -89,6 +81,6 @@ def expiring_members(
     """Members whose membership_expire_date as of `start` (latest transaction dated before
     start, official order) lies in [start, end): columns msno, membership_expire_date."""
     sql = _sql("expiring_members.sql").format(
-        raw=_identifier(raw_schema), latest_first=_sql("latest_first.sql")
+        raw=ident(raw_schema), latest_first=_sql("latest_first.sql")
     )
     return con.execute(sql, {"start": _date(start), "end": _date(end)}).df()
