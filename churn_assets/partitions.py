@@ -15,7 +15,9 @@ FIRST_MONTH = os.environ.get("CHURN_FIRST_MONTH", "2016-07-01")
 FIRST_WEEK = os.environ.get("CHURN_FIRST_WEEK", "2016-07-04")  # a Monday
 
 monthly_partitions = dg.MonthlyPartitionsDefinition(start_date=FIRST_MONTH)
-weekly_partitions = dg.WeeklyPartitionsDefinition(start_date=FIRST_WEEK, day_offset=1)  # 1 = Monday
+# end_offset=1: the week starting today is a partition on its Monday, so the
+# Monday schedule scores the coming week rather than the one that just ended.
+weekly_partitions = dg.WeeklyPartitionsDefinition(start_date=FIRST_WEEK, day_offset=1, end_offset=1)  # 1 = Monday
 
 _MONTH_KEY = re.compile(r"^\d{4}-\d{2}-01$")
 _DAY_KEY = re.compile(r"^\d{4}-\d{2}-\d{2}$")

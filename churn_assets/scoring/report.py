@@ -1,0 +1,170 @@
+"""The weekly report for marketing: an HTML page and a CSV of who to contact.
+
+The CSV holds only what marketing needs (no features, no model internals);
+every member value that reaches the HTML is escaped.
+"""
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: the code server has no display
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from churn_assets.scoring.buckets import A_THRESHOLD, ACTIONS, B_THRESHOLD, BUCKETS  # noqa: E402
+from churn_assets.scoring.reasons import REASON_COLUMNS  # noqa: E402
+
+HTML_NAME = "churn_report.html"
+CSV_NAME = "at_risk_members.csv"
+CSV_COLUMNS = [
+    "msno", "bucket", "churn_probability", "action", "discount_pct", *REASON_COLUMNS, "membership_expire_date",
+]
+_MEMBER_NUMBER = r"(?<!last )(?<!method )(?<!city )(?<!channel )\b\d+\b"
+_COLOURS = {"A": "#d62728", "B": "#ff7f0e", "C": "#2ca02c"}
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    html_path: Path
+    csv_path: Path
+    markdown: str
+
+
+def bucket_counts(scores: pd.DataFrame | None) -> pd.Series:
+    """Members per bucket, A/B/C in order (zeros included)."""
+    if scores is None or "bucket" not in scores:
+        return pd.Series(0, index=list(BUCKETS), dtype=int)
+    return scores["bucket"].value_counts().reindex(list(BUCKETS), fill_value=0).astype(int)
+
+
+def reason_counts(scores: pd.DataFrame, top: int = 10) -> pd.Series:
+    """How often each kind of reason appears among A and B members; the member's own
+    numbers are replaced by N so "no listening for 23 days" and "... 40 days" count together
+    (window lengths and category codes are kept: "last 30 days", "method 38")."""
+    at_risk = scores[scores["bucket"].isin(["A", "B"])]
+    reasons = at_risk[REASON_COLUMNS].stack().dropna().astype(str)  # stack drops the None slots
+    kinds = reasons.str.replace(_MEMBER_NUMBER, "N", regex=True)
+    return kinds.value_counts().head(top)
+
+
+def marketing_csv(scores: pd.DataFrame, buckets: tuple[str, ...] = BUCKETS) -> pd.DataFrame:
+    """The CSV rows: members of `buckets`, riskiest first, marketing's columns only."""
+    rows = scores[scores["bucket"].isin(buckets)].sort_values(
+        ["bucket", "churn_probability", "msno"], ascending=[True, False, True]
+    )
+    out = rows[CSV_COLUMNS].copy()
+    out["churn_probability"] = out["churn_probability"].round(3)
+    return out
+
+
+def _histogram_png(scores: pd.DataFrame, a_threshold: float, b_threshold: float) -> str:
+    fig, ax = plt.subplots(figsize=(7, 3.2), dpi=100)
+    try:
+        bins = [i / 20 for i in range(21)]
+        data = [scores.loc[scores["bucket"] == b, "churn_probability"] for b in BUCKETS]
+        ax.hist(data, bins=bins, stacked=True, color=[_COLOURS[b] for b in BUCKETS], label=list(BUCKETS))
+        for t in (b_threshold, a_threshold):
+            ax.axvline(t, color="black", linestyle="--", linewidth=1)
+        ax.set_xlabel("churn probability")
+        ax.set_ylabel("members")
+        ax.legend(title="bucket")
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
+    finally:
+        plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _table(frame: pd.DataFrame) -> str:
+    """An HTML table with every cell escaped (member ids and reasons are data, not markup)."""
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
+    cells = frame.astype(object).where(frame.notna(), "").astype(str).map(html.escape)
+    body = "\n".join("<tr>" + "".join(f"<td>{v}</td>" for v in row) + "</tr>" for row in cells.to_numpy())
+    return f"<table><thead><tr>{head}</tr></thead><tbody>\n{body}\n</tbody></table>"
+
+
+def _change(now: int, before: int | None) -> str:
+    if before is None:
+        return "n/a"
+    return f"{now - before:+d}"
+
+
+def build_report(
+    scores: pd.DataFrame,
+    previous: pd.DataFrame | None,
+    week_start: dt.date | str,
+    out_dir: Path | str,
+    a_threshold: float = A_THRESHOLD,
+    b_threshold: float = B_THRESHOLD,
+    max_table_rows: int = 500,
+) -> ReportFiles:
+    """Write churn_report.html and at_risk_members.csv into out_dir (created) for one
+    week of scoring.churn_scores rows; `previous` is last week's rows (or None) for the
+    change in counts. Returns the paths and a short markdown summary."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    week = html.escape(str(week_start))
+    counts = bucket_counts(scores)
+    before = bucket_counts(previous) if previous is not None else None
+    total = int(counts.sum())
+    version = ", ".join(sorted(scores["model_version"].astype(str).unique())) if "model_version" in scores else ""
+
+    csv_frame = marketing_csv(scores)
+    csv_path = out_dir / CSV_NAME
+    csv_frame.to_csv(csv_path, index=False)
+
+    summary = pd.DataFrame({
+        "bucket": list(BUCKETS),
+        "action": [ACTIONS[b] for b in BUCKETS],
+        "members": counts.to_numpy(),
+        "share": [f"{c / total:.1%}" if total else "-" for c in counts],
+        "change vs last week": [_change(int(counts[b]), None if before is None else int(before[b])) for b in BUCKETS],
+    })
+    reasons = reason_counts(scores).rename_axis("reason (N = the member's own number)").reset_index(name="members")
+    at_risk = csv_frame[csv_frame["bucket"].isin(["A", "B"])]
+    shown = at_risk.head(max_table_rows)
+    offers = scores.loc[scores["discount_pct"] > 0, "discount_pct"].value_counts().sort_index()
+    offer_text = ", ".join(f"{n} members at {d} %" for d, n in offers.items()) or "none"
+    chart = _histogram_png(scores, a_threshold, b_threshold) if total else ""
+
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Churn report, week of {week}</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em; color: #222; }}
+table {{ border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }}
+th, td {{ border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; }}
+th {{ background: #f3f3f3; }}
+</style></head><body>
+<h1>Churn report, week of {week}</h1>
+<p>{total} members whose plan expires in the next 30 days, scored by model version
+{html.escape(version) or "-"}. Discount offers: {html.escape(offer_text)}.</p>
+<h2>Buckets</h2>
+{_table(summary)}
+<h2>Score distribution</h2>
+{f'<img alt="histogram of churn probabilities by bucket" src="data:image/png;base64,{chart}">' if chart else "<p>No members this week.</p>"}
+<h2>Most common reasons (buckets A and B)</h2>
+{_table(reasons) if len(reasons) else "<p>None.</p>"}
+<h2>Members to contact (A and B, riskiest first)</h2>
+<p>{len(shown)} of {len(at_risk)} shown; the full list, with bucket C, is in {CSV_NAME}.</p>
+{_table(shown)}
+</body></html>
+"""
+    html_path = out_dir / HTML_NAME
+    html_path.write_text(page, encoding="utf-8")
+
+    markdown = "\n".join([
+        f"**Week of {week_start}**: {total} members expiring in the next 30 days.",
+        "",
+        summary.to_markdown(index=False),
+        "",
+        f"Discount offers: {offer_text}.",
+    ])
+    return ReportFiles(html_path=html_path, csv_path=csv_path, markdown=markdown)
