@@ -261,3 +261,10 @@ def model_performance(
 
 
 monitoring_assets = [drift_report, model_performance]
+
+performance_job = dg.define_asset_job(
+    "performance_job",
+    selection=dg.AssetSelection.assets(model_performance),
+    partitions_def=monthly_partitions,
+    description="Realised model performance for a target month once its labels are final.",
+)
