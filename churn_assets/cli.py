@@ -21,8 +21,8 @@ def main(argv: list[str] | None = None) -> int:
 
     gen = sub.add_parser("generate", help="write a synthetic world as monthly drop folders")
     gen.add_argument("--members", type=int, default=20_000)
-    gen.add_argument("--start", default="2016-07", help="first month, YYYY-MM")
-    gen.add_argument("--months", type=int, default=10)
+    gen.add_argument("--start", default="2016-05", help="first month, YYYY-MM")
+    gen.add_argument("--months", type=int, default=12)
     gen.add_argument("--seed", type=int, default=7)
     gen.add_argument("--scenario", type=_scenario, action="append",
                      help="NAME@YYYY-MM, repeatable: none, channel_shift, engagement_drop, price_rise "

@@ -28,8 +28,10 @@ from dagster._core.storage.tags import RUN_KEY_TAG, SENSOR_NAME_TAG
 from churn_assets.partitions import add_months
 from churn_assets.settings import Paths, paths_from_env
 
-DEFAULT_WORLD = {"start": "2016-07", "months": 10, "scenarios": [("channel_shift", "2017-02")]}
-TRAIN_MONTHS = 3  # K labelled months to train on, plus one final month to validate on
+# Two more months of history than the 2016-07 start of the brief, so that training
+# months have full 90-day feature windows and pre-shift weeks get scored too.
+DEFAULT_WORLD = {"start": "2016-05", "months": 12, "scenarios": [("channel_shift", "2017-02")]}
+TRAIN_MONTHS, MIN_HISTORY_MONTHS = 3, 3  # the model asset's TrainConfig defaults
 
 
 @dataclass
@@ -121,6 +123,13 @@ def ensure_world(paths: Paths, members: int, seed: int, world: dict) -> Path:
     return source
 
 
+def _trainable_months(paths: Paths) -> list[date]:
+    from churn_assets.model.data import labelled_months
+
+    with duckdb.connect(str(paths.duckdb_path), read_only=True) as con:
+        return labelled_months(con, MIN_HISTORY_MONTHS)
+
+
 def _query(paths: Paths, sql: str) -> pd.DataFrame | None:
     try:
         with duckdb.connect(str(paths.duckdb_path), read_only=True) as con:
@@ -166,8 +175,7 @@ def run_demo(members: int = 20_000, seed: int = 7, reset: bool = True, world: di
             replay.run("performance_job", add_months(month, -1).isoformat())
         summary.phases["labels, features, KPI"] += time.perf_counter() - t
 
-        final_months = [m for m in months if add_months(m, 1) <= month and m > months[0]]
-        if has_model and not production and len(final_months) >= TRAIN_MONTHS + 1:
+        if has_model and not production and len(_trainable_months(paths)) >= TRAIN_MONTHS + 1:
             t = time.perf_counter()
             production = replay.run("train_job", tags={"churn/trigger": "demo: first model"})
             summary.phases["first training"] += time.perf_counter() - t

@@ -1,7 +1,7 @@
 """Monthly drops (keys YYYY-MM-01) and Monday-starting scoring weeks.
 
-The first month is configurable because the synthetic world starts in 2016-07
-while the public data set starts in 2015-01 (CHURN_FIRST_MONTH=2015-01-01).
+Partitions start with the public data set (2015-01) so both it and the
+synthetic world (2016-05 on) fit; CHURN_FIRST_MONTH / CHURN_FIRST_WEEK move it.
 """
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from datetime import date, timedelta
 
 import dagster as dg
 
-FIRST_MONTH = os.environ.get("CHURN_FIRST_MONTH", "2016-07-01")
-FIRST_WEEK = os.environ.get("CHURN_FIRST_WEEK", "2016-07-04")  # a Monday
+FIRST_MONTH = os.environ.get("CHURN_FIRST_MONTH", "2015-01-01")
+FIRST_WEEK = os.environ.get("CHURN_FIRST_WEEK", "2015-01-05")  # a Monday
 
 monthly_partitions = dg.MonthlyPartitionsDefinition(start_date=FIRST_MONTH)
 # end_offset=1: the week starting today is a partition on its Monday, so the

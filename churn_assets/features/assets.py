@@ -1,14 +1,13 @@
 """Labels (official rule), point-in-time training features, and the monthly churn KPI."""
 
 import base64
-from datetime import date, timedelta
 
 import dagster as dg
 
 from churn_assets.features.kpi import churn_chart_png, monthly_churn_kpi
-from churn_assets.features.labels import compute_labels
+from churn_assets.features.labels import compute_labels, final_after, labels_final
 from churn_assets.features.member_features import build_member_features
-from churn_assets.partitions import month_end, month_of, monthly_partitions
+from churn_assets.partitions import month_of, monthly_partitions
 from churn_assets.resources import Warehouse
 from churn_assets.settings import paths_from_env
 from churn_assets.warehouse import frame_metadata, replace_partition, table_exists
@@ -25,19 +24,6 @@ _labels_window = dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=1, al
 _history_window = dg.TimeWindowPartitionMapping(start_offset=-12, end_offset=-1, allow_nonexistent_upstream_partitions=True)
 
 MIN_LABEL_AGREEMENT = 0.999
-
-
-def month_labels_final_after(month: date) -> date:
-    """The drop month that makes target month M's labels final: the one holding
-    the last day a renewal can still count (last expiry + 29 days). That is
-    M+1, except for January, whose Jan-31 expiries renew until 1 March."""
-    return (month_end(month) + timedelta(days=29)).replace(day=1)
-
-
-def labels_final(con, month: date) -> bool:
-    return bool(con.execute(
-        "SELECT count(*) > 0 FROM raw.transactions WHERE partition_month = ?", [month_labels_final_after(month)]
-    ).fetchone()[0])
 
 
 @dg.asset(
@@ -65,7 +51,7 @@ def labels(context: dg.AssetExecutionContext, warehouse: Warehouse):
     churn_rate = float(frame["is_churn"].mean()) if len(frame) else 0.0
     yield dg.MaterializeResult(metadata=frame_metadata(frame, extra={
         "candidates": len(frame), "churn_rate": churn_rate, "final": final,
-        "note": "final" if final else f"not final: renewals of {month:%Y-%m} expiries are still open until {month_labels_final_after(month):%Y-%m} is ingested",
+        "note": "final" if final else f"not final: renewals of {month:%Y-%m} expiries are still open until {final_after(month):%Y-%m} is ingested",
     }))
     n_published, n_matched, n_agree = published
     agreement = n_agree / n_published if n_published else 1.0

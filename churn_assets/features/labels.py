@@ -54,3 +54,31 @@ def compute_labels(
     """
     month = validate_month(target_month)
     return con.execute(labels_query(transactions), {"target_month": month}).df()
+
+
+def _shift_month(month: dt.date, n: int) -> dt.date:
+    y, m = divmod(month.year * 12 + month.month - 1 + n, 12)
+    return dt.date(y, m + 1, 1)
+
+
+def final_after(target_month: dt.date) -> dt.date:
+    """The drop month that makes target month M's labels final: the one holding
+    the last day a renewal can still count (M's last day + 29 days). That is
+    M+1, except for January, whose 31 January expiries may renew until 1 March."""
+    month_end = _shift_month(validate_month(target_month), 1) - dt.timedelta(days=1)
+    return (month_end + dt.timedelta(days=29)).replace(day=1)
+
+
+def final_months(con: duckdb.DuckDBPyConnection, transactions: str = "raw.transactions") -> set[dt.date]:
+    """Target months whose labels are final given the ingested transaction partitions."""
+    try:
+        rows = con.execute(f"SELECT DISTINCT partition_month FROM {ident(transactions)}").fetchall()
+    except duckdb.CatalogException:
+        return set()
+    ingested = {r[0].date() if isinstance(r[0], dt.datetime) else r[0] for r in rows}
+    candidates = {_shift_month(p, -k) for p in ingested for k in (1, 2)}
+    return {m for m in candidates if final_after(m) in ingested}
+
+
+def labels_final(con: duckdb.DuckDBPyConnection, target_month: dt.date) -> bool:
+    return validate_month(target_month) in final_months(con)

@@ -48,6 +48,9 @@ class TrainConfig(dg.Config):
     train_months: int = Field(
         default=3, ge=2, description="K: train on the last K final labelled months (the newest of them early-stops and calibrates)."
     )
+    min_history_months: int = Field(
+        default=3, ge=0, description="Skip target months with fewer months of data before them (the 90-day windows must be full)."
+    )
     mode: Literal["refit", "retune"] = Field(
         default="refit", description="refit: production hyper-parameters on fresh data; retune: Optuna search first."
     )
@@ -93,7 +96,7 @@ def churn_model(
     context: dg.AssetExecutionContext, config: TrainConfig, warehouse: Warehouse, mlflow: dg.ResourceParam[Any]
 ) -> dg.MaterializeResult:
     with warehouse.get_connection() as con:
-        months = labelled_months(con)
+        months = labelled_months(con, config.min_history_months)
         k = config.train_months
         if len(months) < k + 1:
             raise dg.Failure(

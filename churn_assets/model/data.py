@@ -1,8 +1,8 @@
 """Training frames from the feature store: features as of month M joined to M's labels.
 
-A labelled month M is final once month M+1 of raw.transactions is ingested (renewals are
-looked up after M-1, up to 30 days past an expiry inside M), so only final months are
-trained or validated on.
+Only final labelled months (churn_assets.features.labels.final_months) are trained or
+validated on, and only months with at least `min_history_months` of data before them, so
+that the 90-day feature windows of training rows are as full as those of scoring rows.
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import duckdb
 import pandas as pd
 
 from churn_assets.features.feature_spec import FEATURE_COLUMNS, KEY_COLUMNS
+from churn_assets.features.labels import final_months
 from churn_assets.partitions import add_months
 from churn_assets.warehouse import ident, table_exists
 
@@ -52,14 +53,13 @@ def load_training_frame(con: duckdb.DuckDBPyConnection, months: list[dt.date]) -
     return frame
 
 
-def labelled_months(con: duckdb.DuckDBPyConnection) -> list[dt.date]:
-    """The final labelled months with features, oldest first: months M of features.labels
-    (and features.member_features) for which raw.transactions holds partition M+1."""
+def labelled_months(con: duckdb.DuckDBPyConnection, min_history_months: int = 0) -> list[dt.date]:
+    """The final labelled months with features, oldest first, that have at least
+    `min_history_months` ingested months of transactions before them."""
     needed = ("features.labels", "features.member_features", "raw.transactions")
     if not all(table_exists(con, t) for t in needed):
         return []
-    ingested = {
-        _as_date(r[0]) for r in con.execute("SELECT DISTINCT partition_month FROM raw.transactions").fetchall()
-    }
+    first = _as_date(con.execute("SELECT min(partition_month) FROM raw.transactions").fetchone()[0])
+    final = final_months(con)
     months = [_as_date(r[0]) for r in con.execute(_LABELLED_SQL).fetchall()]
-    return [m for m in months if add_months(m, 1) in ingested]
+    return [m for m in months if m in final and m >= add_months(first, min_history_months)]

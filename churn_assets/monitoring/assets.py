@@ -17,7 +17,8 @@ import pandas as pd
 from pydantic import Field
 
 from churn_assets.features.feature_spec import CATEGORICAL_COLUMNS, FEATURE_COLUMNS, NUMERIC_COLUMNS
-from churn_assets.partitions import add_months, month_of, monthly_partitions, week_of, weekly_partitions
+from churn_assets.features.labels import final_after, labels_final
+from churn_assets.partitions import month_of, monthly_partitions, week_of, weekly_partitions
 from churn_assets.resources import Warehouse
 from churn_assets.settings import paths_from_env
 from churn_assets.warehouse import frame_metadata, replace_partition, table_exists
@@ -185,14 +186,6 @@ class PerformanceConfig(dg.Config):
     log_loss_margin: float = Field(default=0.05, description="Retrain when realised log loss > validation log loss + this.")
 
 
-def _labels_final(con, month: dt.date) -> bool:
-    """DESIGN rule (as features/labels reports it): a target month's labels are
-    final once the following month's transactions are ingested."""
-    return table_exists(con, "raw.transactions") and bool(con.execute(
-        "SELECT count(*) > 0 FROM raw.transactions WHERE partition_month = ?", [add_months(month, 1)]
-    ).fetchone()[0])
-
-
 @dg.asset(
     key=MODEL_PERFORMANCE_KEY,
     partitions_def=monthly_partitions,
@@ -217,9 +210,9 @@ def model_performance(
     with warehouse.get_connection() as con:
         # Not an error: the month is simply not judgeable yet. No materialisation
         # is recorded, so the partition stays missing and the sensor sees nothing.
-        if not _labels_final(con, month):
+        if not labels_final(con, month):
             context.log.warning(f"labels of {month:%Y-%m} are not final until raw/transactions "
-                                f"{add_months(month, 1).isoformat()} is ingested: nothing written")
+                                f"{final_after(month).isoformat()} is ingested: nothing written")
             return
         if not (table_exists(con, "features.labels") and table_exists(con, "scoring.churn_scores")):
             context.log.warning("features.labels or scoring.churn_scores missing: nothing to evaluate")
