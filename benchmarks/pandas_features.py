@@ -55,10 +55,10 @@ def _transaction_features(tx: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame
         return tx.transaction_date >= as_of - pd.Timedelta(days=days)
 
     tx["cancel_30"] = (tx.is_cancel == 1) & since(30)
+    tx["cancel_60"] = (tx.is_cancel == 1) & since(60)
     tx["cancel_90"] = (tx.is_cancel == 1) & since(90)
-    tx["cancel_365"] = (tx.is_cancel == 1) & since(365)
-    tx["in_365"] = since(365)
-    tx["plan_change"] = (tx.prev_transaction_date >= as_of - pd.Timedelta(days=365)) & (
+    tx["in_90"] = since(90)
+    tx["plan_change"] = (tx.prev_transaction_date >= as_of - pd.Timedelta(days=90)) & (
         _distinct(tx.plan_list_price, tx.prev_plan_list_price)
         | _distinct(tx.payment_plan_days, tx.prev_payment_plan_days)
         | _distinct(tx.payment_method_id, tx.prev_payment_method_id)
@@ -80,14 +80,13 @@ def _transaction_features(tx: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame
     out["last_payment_method"] = _as_text(latest.payment_method_id).replace("", None)
     out["days_to_expiry"] = (latest.membership_expire_date - as_of).dt.days
     out["days_since_last_txn"] = (as_of - latest.transaction_date).dt.days
-    sums = by[["cancel_30", "cancel_90", "cancel_365", "in_365", "plan_change"]].sum()
+    sums = by[["cancel_30", "cancel_60", "cancel_90", "in_90", "plan_change"]].sum()
     out["cancels_30d"] = sums.cancel_30
+    out["cancels_60d"] = sums.cancel_60
     out["cancels_90d"] = sums.cancel_90
-    out["cancels_365d"] = sums.cancel_365
-    out["n_txn_365d"] = sums.in_365
-    out["auto_renew_share_365d"] = tx[tx.in_365].groupby("msno").is_auto_renew.mean()
-    out["n_plan_changes_365d"] = sums.plan_change
-    out["tenure_months"] = (as_of - by.transaction_date.min()).dt.days / 30.4375
+    out["n_txn_90d"] = sums.in_90
+    out["auto_renew_share_90d"] = tx[tx.in_90].groupby("msno").is_auto_renew.mean()
+    out["n_plan_changes_90d"] = sums.plan_change
     return out
 
 

@@ -52,16 +52,19 @@ def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: list[tuple] | pd.D
 def _tiny_world() -> duckdb.DuckDBPyConnection:
     con = _con()
     _insert(con, "transactions", [
-        # A: official order t1, t2, t3, t6, t5, t4 -> latest is the 129 cancellation t4.
+        # A: official order t1, t2, c1, c2, t3, t6, t5, t4 -> latest is the 129 cancellation t4.
         # On 2017-02-10 the signature '993038' sorts before '1293038' as a string (not as a
         # number), and on the same signature the renewal t5 comes before the cancel t4.
-        ("A", 41, 30, 99, 99, 1, D(2016, 1, 10), D(2016, 2, 9), 0),     # t1, outside 365 d
-        ("A", 41, 30, 149, 149, 1, D(2016, 12, 15), D(2017, 1, 15), 0),  # t2
+        ("A", 41, 30, 99, 99, 1, D(2016, 11, 30), D(2016, 12, 30), 0),  # t1, 91 days: outside windows
+        ("A", 41, 30, 149, 149, 1, D(2016, 12, 1), D(2016, 12, 31), 0),  # t2, 90 days: first day in
+        ("A", 41, 30, 149, 149, 1, D(2016, 12, 30), D(2016, 12, 29), 1),  # c1, 61 days: not in 60 d
+        ("A", 41, 30, 149, 149, 0, D(2016, 12, 31), D(2016, 12, 30), 1),  # c2, 60 days: in 60 d
         ("A", 38, 30, 129, 99, 0, D(2017, 1, 15), D(2017, 2, 14), 0),    # t3
         ("A", 38, 30, 129, 129, 0, D(2017, 2, 10), D(2017, 2, 8), 1),    # t4 (expires before its date)
         ("A", 38, 30, 129, 129, 0, D(2017, 2, 10), D(2017, 3, 12), 0),   # t5
         ("A", 38, 30, 99, 99, 0, D(2017, 2, 10), D(2017, 3, 12), 0),     # t6
-        # B: no logs, no profile, free plan, unknown payment method, nothing in 365 days
+        # B: no logs, no profile, free plan, unknown payment method, nothing in 90 days;
+        # the latest transaction still comes from all history (406 days back)
         ("B", None, 7, 0, 0, 0, D(2016, 1, 20), D(2016, 1, 27), 0),
         # E: only transactions from as_of on -> not in the default population
         ("E", 41, 30, 99, 99, 1, AS_OF, D(2017, 3, 31), 0),
@@ -93,11 +96,11 @@ def test_hand_computed_member():
         "last_plan_days": 30, "last_list_price": 129, "last_amount_paid": 129,
         "last_discount_share": 0.0, "last_is_auto_renew": 0, "last_is_cancel": 1,
         "last_payment_method": "38", "days_to_expiry": -21, "days_since_last_txn": 19,
-        "cancels_30d": 1, "cancels_90d": 1, "cancels_365d": 1, "n_txn_365d": 5,
-        "auto_renew_share_365d": 0.2,
-        # t2->t3, t3->t6, t6->t5 change; t5->t4 same plan; t1->t2 starts outside 365 days
-        "n_plan_changes_365d": 3,
-        "tenure_months": 416 / 30.4375,
+        "cancels_30d": 1, "cancels_60d": 2, "cancels_90d": 3, "n_txn_90d": 7,
+        "auto_renew_share_90d": 2 / 7,
+        # c2->t3, t3->t6, t6->t5 change; t2->c1->c2 and t5->t4 same plan; t1->t2 changes
+        # but t1 lies outside the 90 days
+        "n_plan_changes_90d": 3,
         "active_days_7d": 2, "active_days_30d": 4, "active_days_90d": 6,
         "secs_7d": 5600.0, "secs_14d": 5600.0, "secs_30d": 11600.0, "secs_90d": 13100.0,
         "unq_30d": 43, "plays_30d": 51, "completion_share_30d": 45 / 51,
@@ -114,7 +117,7 @@ def test_hand_computed_member():
     b = df.iloc[1]
     assert b.last_payment_method is None and b.last_discount_share == 0.0
     assert b.membership_expire_date == pd.Timestamp(2016, 1, 27) and b.days_since_last_txn == 406
-    assert b.n_plan_changes_365d == 0 and b.n_txn_365d == 0 and np.isnan(b.auto_renew_share_365d)
+    assert b.n_plan_changes_90d == 0 and b.n_txn_90d == 0 and np.isnan(b.auto_renew_share_90d)
     for zero in ("active_days_90d", "secs_90d", "plays_30d", "unq_30d"):
         assert b[zero] == 0
     for null in ("completion_share_30d", "secs_trend_7_30", "days_since_last_log", "age",
@@ -228,7 +231,8 @@ def test_matches_pandas_baseline(seed):
     duck = build_member_features(con, AS_OF)
     pand = _pandas_features(con, AS_OF)
     assert len(duck) > 200
-    assert duck.n_plan_changes_365d.sum() > 0 and duck.last_payment_method.isna().any()
+    assert duck.n_plan_changes_90d.sum() > 0 and duck.last_payment_method.isna().any()
+    assert (duck.cancels_30d < duck.cancels_60d).any() and (duck.cancels_60d < duck.cancels_90d).any()
     for frame in (duck, pand):  # align date resolutions before comparing
         frame[["as_of", "membership_expire_date"]] = frame[["as_of", "membership_expire_date"]].astype("datetime64[us]")
     pd.testing.assert_frame_equal(duck, pand, check_exact=False, rtol=1e-9)
@@ -266,6 +270,24 @@ def test_point_in_time_rows_from_as_of_on_change_nothing():
     later = build_member_features(con, D(2017, 3, 5))
     assert "newcomer" in set(later.msno)
     assert later.set_index("msno").loc[msno, "last_list_price"] == 1788
+
+
+def test_no_feature_depends_on_history_beyond_90_days():
+    """Where the data starts must not matter: cutting history older than 90 days changes
+    no feature of a member whose latest transaction is inside the 90 days."""
+    con = _random_world(6)
+    full = build_member_features(con, AS_OF).set_index("msno")
+    recent = full.days_since_last_txn <= 90
+    assert recent.sum() > 100 and (~recent).sum() > 0
+    con.execute("DELETE FROM raw.transactions WHERE transaction_date < $d", {"d": AS_OF - dt.timedelta(days=90)})
+    con.execute("DELETE FROM raw.user_logs WHERE date < $d", {"d": AS_OF - dt.timedelta(days=90)})
+    cut = build_member_features(con, AS_OF).set_index("msno")
+    pd.testing.assert_frame_equal(cut, full[recent])
+    # older members keep their latest transaction but have empty windows
+    old = full[~recent]
+    assert old.membership_expire_date.notna().all()
+    assert (old[["cancels_90d", "n_txn_90d", "n_plan_changes_90d"]] == 0).all().all()
+    assert old.auto_renew_share_90d.isna().all()
 
 
 def test_features_query_runs_inside_duckdb():

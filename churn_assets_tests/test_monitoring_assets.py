@@ -19,7 +19,7 @@ from churn_assets.resources import Warehouse
 WEEK = dt.date(2017, 3, 6)
 MARCH = dt.date(2017, 3, 1)
 RAW_SCHEMA = Path(__file__).parents[1] / "churn_assets" / "ingest" / "raw_schema.sql"
-SHIFTED = ["secs_7d", "secs_30d", "active_days_30d"]  # 3 of 33 columns: share 0.09 -> retrain
+SHIFTED = ["secs_7d", "secs_30d", "active_days_30d"]  # 3 of 32 columns: share 0.09 -> retrain
 
 
 def features(n: int, seed: int, shift: bool) -> pd.DataFrame:
@@ -81,7 +81,7 @@ def test_drift_report_writes_tables_html_and_decision(world):
     assert result.success
     meta = result.asset_materializations_for_node(drift_report.op.name)[0].metadata
     assert meta["decision"].value == "retrain"
-    assert meta["drift_share"].value == pytest.approx(3 / 33)
+    assert meta["drift_share"].value == pytest.approx(3 / len(FEATURE_COLUMNS))
     assert meta["prediction_drifted"].value is False
     assert "secs_30d" in meta["top_drifted_columns"].value
     html = world["tmp"] / "reports" / "drift" / "2017-03-06.html"
@@ -90,7 +90,7 @@ def test_drift_report_writes_tables_html_and_decision(world):
     con = duckdb.connect(str(world["db"]), read_only=True)
     row = con.execute("SELECT model_version, reference_rows, current_rows, n_columns, n_drifted, decision "
                       "FROM monitoring.drift_reports").fetchall()
-    assert row == [(world["version"], 1500, 1500, 33, 3, "retrain")]
+    assert row == [(world["version"], 1500, 1500, len(FEATURE_COLUMNS), 3, "retrain")]
     cols = con.execute("SELECT column_name, kind FROM monitoring.drift_columns WHERE drifted ORDER BY 1").fetchall()
     assert cols == sorted((c, "feature") for c in SHIFTED)
     assert con.execute("SELECT count(*) FROM monitoring.drift_columns WHERE kind = 'prediction'").fetchone()[0] == 1
@@ -101,7 +101,7 @@ def test_drift_report_writes_tables_html_and_decision(world):
     assert again.asset_materializations_for_node(drift_report.op.name)[0].metadata["decision"].value == "retune"
     con = duckdb.connect(str(world["db"]), read_only=True)
     assert con.execute("SELECT count(*), any_value(decision) FROM monitoring.drift_reports").fetchone() == (1, "retune")
-    assert con.execute("SELECT count(*) FROM monitoring.drift_columns").fetchone()[0] == 34
+    assert con.execute("SELECT count(*) FROM monitoring.drift_columns").fetchone()[0] == len(FEATURE_COLUMNS) + 1  # + prediction
     con.close()
 
 

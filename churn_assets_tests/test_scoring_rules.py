@@ -148,7 +148,12 @@ def test_phrases_use_the_members_values():
     assert describe("cancels_90d", pd.Series([1.0, 3.0])).tolist() == [
         "cancelled once in the last 90 days", "cancelled 3 times in the last 90 days"
     ]
-    assert describe("tenure_months", pd.Series([2.0])).tolist() == ["new member (2 months)"]
+    assert describe("n_plan_changes_90d", pd.Series([0.0, 2.0])).tolist() == [
+        "kept the same plan for the last 90 days", "changed plan twice in the last 90 days"
+    ]
+    assert describe("registration_tenure_days", pd.Series([45.0, 400.0])).tolist() == [
+        "registered 45 days ago", "registered 13 months ago"
+    ]
     assert describe("age", pd.Series([19.0])).tolist() == ["young member (19)"]
     assert describe("last_discount_share", pd.Series([0.0, 0.25])).tolist() == [
         "paid full price", "paid with a 25 % discount"

@@ -3,12 +3,17 @@
 `build_member_features` returns `msno, as_of, membership_expire_date` followed by
 FEATURE_COLUMNS in this order. Categorical features are VARCHAR in DuckDB and
 pandas `category` only inside the model (categories fixed at training time).
-All windows are over rows dated strictly before `as_of`.
+All windows are over rows dated strictly before `as_of` and reach back at most 90 days:
+no feature depends on how much history the data set holds (a member's first transaction
+in the data is an artefact of where the data starts, so there is no "tenure from
+transactions"; registration_tenure_days gives tenure), which keeps training months and
+later scoring weeks comparable for the model and the drift monitor.
 """
 
 # name -> description a person can read (used in docs and for reason wording)
 FEATURES: dict[str, str] = {
-    # transactions: the member's latest transaction before as_of (official ordering)
+    # transactions: the member's latest transaction before as_of (official ordering, all
+    # history), then counts over the last 30/60/90 days
     "last_plan_days": "plan length of the latest transaction (days)",
     "last_list_price": "list price of the latest transaction",
     "last_amount_paid": "amount actually paid on the latest transaction",
@@ -19,12 +24,11 @@ FEATURES: dict[str, str] = {
     "days_to_expiry": "membership_expire_date - as_of (days)",
     "days_since_last_txn": "as_of - latest transaction date (days)",
     "cancels_30d": "cancellations in the 30 days before as_of",
+    "cancels_60d": "cancellations in the 60 days before as_of",
     "cancels_90d": "cancellations in the 90 days before as_of",
-    "cancels_365d": "cancellations in the 365 days before as_of",
-    "n_txn_365d": "transactions in the 365 days before as_of",
-    "auto_renew_share_365d": "share of transactions on auto-renew, 365 days",
-    "n_plan_changes_365d": "changes of plan signature (price, days, method) between consecutive transactions, 365 days",
-    "tenure_months": "months between the first transaction and as_of",
+    "n_txn_90d": "transactions in the 90 days before as_of",
+    "auto_renew_share_90d": "share of transactions on auto-renew, 90 days (NULL when none)",
+    "n_plan_changes_90d": "changes of plan signature (price, days, method) between consecutive transactions, both in the 90 days",
     # listening logs (total_secs outside 0..86400 neutralised to NULL, not summed)
     "active_days_7d": "days with listening in the last 7 days",
     "active_days_30d": "days with listening in the last 30 days",

@@ -35,7 +35,6 @@ txn AS (
 txn_agg AS (
     SELECT
         msno,
-        min(transaction_date) AS first_date,
         any_value(transaction_date) FILTER (recency_rank = 1) AS last_date,
         any_value(membership_expire_date) FILTER (recency_rank = 1) AS last_expire,
         any_value(payment_plan_days) FILTER (recency_rank = 1) AS last_plan_days,
@@ -44,17 +43,19 @@ txn_agg AS (
         any_value(is_auto_renew) FILTER (recency_rank = 1) AS last_is_auto_renew,
         any_value(is_cancel) FILTER (recency_rank = 1) AS last_is_cancel,
         any_value(payment_method_id) FILTER (recency_rank = 1) AS last_payment_method,
+        -- counts read only the last 90 days (see feature_spec.py: nothing may depend on
+        -- how far back the data goes); the latest transaction above uses all history
         count(*) FILTER (is_cancel = 1 AND transaction_date >= $as_of - 30) AS cancels_30d,
+        count(*) FILTER (is_cancel = 1 AND transaction_date >= $as_of - 60) AS cancels_60d,
         count(*) FILTER (is_cancel = 1 AND transaction_date >= $as_of - 90) AS cancels_90d,
-        count(*) FILTER (is_cancel = 1 AND transaction_date >= $as_of - 365) AS cancels_365d,
-        count(*) FILTER (transaction_date >= $as_of - 365) AS n_txn_365d,
-        avg(is_auto_renew) FILTER (transaction_date >= $as_of - 365) AS auto_renew_share_365d,
+        count(*) FILTER (transaction_date >= $as_of - 90) AS n_txn_90d,
+        avg(is_auto_renew) FILTER (transaction_date >= $as_of - 90) AS auto_renew_share_90d,
         -- a change needs both transactions of the pair inside the window
-        count(*) FILTER (prev_date >= $as_of - 365
+        count(*) FILTER (prev_date >= $as_of - 90
                          AND (plan_list_price IS DISTINCT FROM prev_price
                               OR payment_plan_days IS DISTINCT FROM prev_days
                               OR payment_method_id IS DISTINCT FROM prev_method)
-        ) AS n_plan_changes_365d
+        ) AS n_plan_changes_90d
     FROM txn
     GROUP BY msno
 ),
@@ -118,12 +119,11 @@ features AS (
         t.last_expire - $as_of AS days_to_expiry,
         $as_of - t.last_date AS days_since_last_txn,
         coalesce(t.cancels_30d, 0) AS cancels_30d,
+        coalesce(t.cancels_60d, 0) AS cancels_60d,
         coalesce(t.cancels_90d, 0) AS cancels_90d,
-        coalesce(t.cancels_365d, 0) AS cancels_365d,
-        coalesce(t.n_txn_365d, 0) AS n_txn_365d,
-        t.auto_renew_share_365d,
-        coalesce(t.n_plan_changes_365d, 0) AS n_plan_changes_365d,
-        ($as_of - t.first_date) / 30.4375 AS tenure_months,
+        coalesce(t.n_txn_90d, 0) AS n_txn_90d,
+        t.auto_renew_share_90d,
+        coalesce(t.n_plan_changes_90d, 0) AS n_plan_changes_90d,
         bit_count(coalesce(l.days_lo, 0) & 127) AS active_days_7d,
         bit_count(coalesce(l.days_lo, 0) & 1073741823) AS active_days_30d,
         bit_count(coalesce(l.days_lo, 0)) + bit_count(coalesce(l.days_hi, 0)) AS active_days_90d,

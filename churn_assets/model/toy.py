@@ -68,12 +68,11 @@ def toy_month(month: dt.date, n_members: int, seed: int, shift: float = 0.0) -> 
         "days_to_expiry": (expire - pd.Timestamp(month)).days.astype(float),
         "days_since_last_txn": rng.integers(1, 31, n).astype(float),
         "cancels_30d": cancel.astype(float),
+        "cancels_60d": cancel + rng.poisson(0.03, n).astype(float),
         "cancels_90d": cancel + rng.poisson(0.05, n).astype(float),
-        "cancels_365d": cancel + rng.poisson(0.2, n).astype(float),
-        "n_txn_365d": np.minimum(12, np.ceil(tenure)).astype(float),
-        "auto_renew_share_365d": np.clip(auto + rng.normal(0, 0.2, n), 0, 1),
-        "n_plan_changes_365d": rng.poisson(0.3, n).astype(float),
-        "tenure_months": tenure,
+        "n_txn_90d": np.minimum(3, np.ceil(tenure)).astype(float),
+        "auto_renew_share_90d": np.clip(auto + rng.normal(0, 0.2, n), 0, 1),
+        "n_plan_changes_90d": rng.poisson(0.1, n).astype(float),
         "active_days_7d": np.minimum(7, rng.binomial(7, np.clip(active30 / 30 * trend / 1.5, 0, 1))).astype(float),
         "active_days_30d": active30.astype(float),
         "active_days_90d": np.minimum(90, active30 * 3 + rng.integers(0, 5, n)).astype(float),
@@ -106,9 +105,12 @@ def write_toy_world(
     seed: int = 0,
     shift: float = 0.0,
     final: bool = True,
+    history_months: int = 3,
 ) -> pd.DataFrame:
     """Write features.member_features, features.labels and one raw.transactions row per month
-    (plus month+1 when `final`, so every month's labels are final). Returns the oracle:
+    (plus month+1 when `final`, so every month's labels are final, and the `history_months`
+    before the first month, so every month counts as having full 90-day feature windows for
+    the trainer's min_history_months). Returns the oracle:
     msno, target_month, true_churn_probability, observable_churn_probability, is_churn."""
     con.execute(_RAW_SCHEMA.read_text())
     oracle = []
@@ -121,7 +123,8 @@ def write_toy_world(
         })
         replace_partition(con, "features.labels", labels, "target_month", month)
         oracle.append(f[["msno", "as_of", "true_churn_probability", "observable_churn_probability", "is_churn"]].rename(columns={"as_of": "target_month"}))
-    partitions = sorted(set(months) | ({add_months(max(months), 1)} if final else set()))
+    history = {add_months(min(months), -i) for i in range(1, history_months + 1)}
+    partitions = sorted(set(months) | history | ({add_months(max(months), 1)} if final else set()))
     for m in partitions:
         con.execute("DELETE FROM raw.transactions WHERE partition_month = ?", [m])
         con.execute(

@@ -90,17 +90,14 @@ PHRASES: dict[str, tuple[str, Template]] = {
         x < 0.5, "plan ends today", "plan ends in " + _count(x, "day"))),
     "days_since_last_txn": ("no payment on record", lambda x: "last payment " + _count(x, "day") + " ago"),
     "cancels_30d": ("cancellations unknown", _cancels("in the last 30 days")),
+    "cancels_60d": ("cancellations unknown", _cancels("in the last 60 days")),
     "cancels_90d": ("cancellations unknown", _cancels("in the last 90 days")),
-    "cancels_365d": ("cancellations unknown", _cancels("in the last year")),
-    "n_txn_365d": ("no payments in the last year", lambda x: _where(
-        x < 0.5, "no payments in the last year", _count(x, "payment") + " in the last year")),
-    "auto_renew_share_365d": ("no payments in the last year", lambda x:
-        "auto-renew on " + _pct(x) + " % of payments in the last year"),
-    "n_plan_changes_365d": ("plan changes unknown", lambda x: _where(
-        x < 0.5, "kept the same plan all year", "changed plan " + _times(x) + " in the last year")),
-    "tenure_months": ("membership length unknown", lambda x: pd.Series(np.select(
-        [x < 1, x < 12], ["new member (less than a month)", "new member (" + _count(x, "month") + ")"],
-        "member for " + _count(x, "month")), index=x.index)),
+    "n_txn_90d": ("no payments in the last 90 days", lambda x: _where(
+        x < 0.5, "no payments in the last 90 days", _count(x, "payment") + " in the last 90 days")),
+    "auto_renew_share_90d": ("no payments in the last 90 days", lambda x:
+        "auto-renew on " + _pct(x) + " % of payments in the last 90 days"),
+    "n_plan_changes_90d": ("plan changes unknown", lambda x: _where(
+        x < 0.5, "kept the same plan for the last 90 days", "changed plan " + _times(x) + " in the last 90 days")),
     "active_days_7d": ("no listening on record", _active_days(7)),
     "active_days_30d": ("no listening on record", _active_days(30)),
     "active_days_90d": ("no listening on record", _active_days(90)),
