@@ -24,8 +24,9 @@ Assumptions, stated so they can be challenged:
 - a retained churner stays the full horizon; no other costs (contact, cannibalisation);
 - V scales gain and cost alike, so the price never changes *which* discount wins,
   only the money at stake; a free plan (V = 0) never gets a discount.
-With the default table a 10 % discount breaks even at p = 0.1 / 0.19 ~ 0.53, so
-only the upper part of bucket B gets an offer, and 20 % beats 10 % from p ~ 0.65.
+With the default table a 10 % discount pays from p = 0.1 / 0.325 ~ 0.31 (the
+bottom of bucket B), 20 % beats 10 % from p ~ 0.51, and 30 % would beat 20 %
+only above p ~ 0.77 (bucket A, who get a call instead).
 """
 from __future__ import annotations
 
@@ -34,7 +35,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 DEFAULT_LADDER: tuple[int, ...] = (0, 10, 20, 30)
-DEFAULT_UPLIFT: dict[int, float] = {0: 0.0, 10: 0.10, 20: 0.18, 30: 0.24}
+# A 10 % discount keeps a quarter of would-be churners, 30 % half of them (an
+# assumption until an A/B test measures it; configuration per bucket).
+DEFAULT_UPLIFT: dict[int, float] = {0: 0.0, 10: 0.25, 20: 0.40, 30: 0.50}
 DEFAULT_UPLIFT_BY_BUCKET: dict[str, dict[int, float]] = {"B": DEFAULT_UPLIFT}  # only B gets offers
 DEFAULT_HORIZON_MONTHS = 6
 
