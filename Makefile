@@ -34,6 +34,10 @@ ui: $(STAMP)
 	mkdir -p $(CHURN_DAGSTER_DIR)
 	$(VENV)/bin/dagster dev -h 127.0.0.1 -p $${PORT:-3000} -w workspace.yaml
 
+# MLflow's model server on models:/churn_model@production (HOST/PORT override 127.0.0.1:5001)
+serve: $(STAMP)
+	$(PY) -m churn_assets.serve
+
 bench: $(STAMP)
 	$(PY) -m benchmarks.run_all
 

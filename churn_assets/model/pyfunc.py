@@ -15,8 +15,13 @@ import numpy as np
 import pandas as pd
 
 from churn_assets.features.feature_spec import CATEGORICAL_COLUMNS, FEATURE_COLUMNS
+from churn_assets.scoring.buckets import A_THRESHOLD, B_THRESHOLD, actions_for, assign_buckets
+from churn_assets.scoring.reasons import REASON_COLUMNS, top_reasons
 
 _EPS = 1e-6
+# what predict (and so the model server) returns per row, and the params it accepts
+PREDICT_COLUMNS: list[str] = ["churn_probability", "bucket", "action", *REASON_COLUMNS]
+PREDICT_PARAMS: dict[str, float] = {"a_threshold": A_THRESHOLD, "b_threshold": B_THRESHOLD}
 
 
 @dataclass(frozen=True)
@@ -116,5 +121,19 @@ class ChurnModel(mlflow.pyfunc.PythonModel):
         return pd.DataFrame(values, columns=[*self.feature_columns, "bias"], index=df.index)
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        """What a caller of the served model needs per row: churn_probability, bucket, action
+        and reason_1..3 (the same rules as the weekly scores). Bucket thresholds come from
+        `params` (PREDICT_PARAMS: a_threshold, b_threshold) when the signature declares them,
+        else the defaults.
+        Missing feature columns raise ValueError naming them."""
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
-        return pd.DataFrame({"churn_probability": self.predict_proba(frame)}, index=frame.index)
+        thresholds = {**PREDICT_PARAMS, **(params or {})}
+        p = self.predict_proba(frame)
+        buckets = assign_buckets(p, float(thresholds["a_threshold"]), float(thresholds["b_threshold"]))
+        out = pd.DataFrame(
+            {"churn_probability": p, "bucket": buckets, "action": actions_for(buckets)}, index=frame.index
+        )
+        # online batches are small: every row gets its reasons (~0.3 ms/row of SHAP)
+        reasons = top_reasons(self.contributions(frame), frame, k=len(REASON_COLUMNS))
+        out[REASON_COLUMNS] = reasons.to_numpy()
+        return out[PREDICT_COLUMNS]

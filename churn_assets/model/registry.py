@@ -29,7 +29,7 @@ from mlflow.models import infer_signature  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from churn_assets.features.feature_spec import CATEGORICAL_COLUMNS, FEATURE_COLUMNS  # noqa: E402
-from churn_assets.model.pyfunc import ChurnModel  # noqa: E402
+from churn_assets.model.pyfunc import PREDICT_COLUMNS, PREDICT_PARAMS, ChurnModel  # noqa: E402
 from churn_assets.model.training import TARGET, TrainingResult, evaluate  # noqa: E402
 from churn_assets.settings import paths_from_env  # noqa: E402
 
@@ -177,7 +177,7 @@ def log_training(
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=result.model,
-            signature=infer_signature(sample, result.model.predict(None, sample)),
+            signature=infer_signature(sample, result.model.predict(None, sample), params=PREDICT_PARAMS),
             pip_requirements=pip_requirements(),
             registered_model_name=MODEL_NAME,
         )
@@ -273,8 +273,8 @@ def _signature_problems(model: mlflow.pyfunc.PyFuncModel, sample: pd.DataFrame) 
         problems.append(f"signature types differ from the feature contract: {wrong}")
     try:  # the schema-enforcing pyfunc path must accept feature-store rows
         out = model.predict(sample)
-        if list(out.columns) != ["churn_probability"] or len(out) != len(sample):
-            problems.append("pyfunc predict does not return one churn_probability per row")
+        if list(out.columns) != PREDICT_COLUMNS or len(out) != len(sample):
+            problems.append(f"pyfunc predict does not return one row of {PREDICT_COLUMNS} per input row")
     except Exception as exc:  # noqa: BLE001 - any failure here is a gate refusal, with its text
         problems.append(f"pyfunc predict rejects feature-store rows: {exc}")
     return problems
