@@ -42,4 +42,4 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.run_all
 
 clean:
-	rm -rf $(CHURN_DATA_DIR)/warehouse $(CHURN_DATA_DIR)/mlflow $(CHURN_DATA_DIR)/dagster $(CHURN_DATA_DIR)/reports $(CHURN_DATA_DIR)/analytics
+	rm -rf $(CHURN_DATA_DIR)/warehouse $(CHURN_DATA_DIR)/mlflow $(CHURN_DATA_DIR)/dagster $(CHURN_DATA_DIR)/reports $(CHURN_DATA_DIR)/analytics $(CHURN_DATA_DIR)/analytics.duckdb

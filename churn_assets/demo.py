@@ -106,6 +106,7 @@ def reset_state(paths: Paths) -> None:
     for sub in ("landing", "warehouse", "mlflow", "dagster", "reports", "analytics"):
         shutil.rmtree(paths.data_dir / sub, ignore_errors=True)
     paths.duckdb_path.unlink(missing_ok=True)
+    (paths.data_dir / "analytics.duckdb").unlink(missing_ok=True)
 
 
 def ensure_world(paths: Paths, members: int, seed: int, world: dict) -> Path:
