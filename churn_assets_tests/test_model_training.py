@@ -10,7 +10,7 @@ import pytest
 
 from churn_assets.features.feature_spec import FEATURE_COLUMNS, KEY_COLUMNS
 from churn_assets.model.data import labelled_months, load_training_frame
-from churn_assets.model.pyfunc import ChurnModel
+from churn_assets.model.pyfunc import PREDICT_COLUMNS, ChurnModel
 from churn_assets.model.toy import write_toy_world
 from churn_assets.model.training import (
     calibration_table,
@@ -115,13 +115,29 @@ def test_trained_model_beats_baseline_and_is_calibrated(world, result):
     assert result.calibration_curve["count"].sum() == 2500
 
 
+def test_final_booster_refits_all_train_months(world, result):
+    _, frame, _ = world
+    stage1 = train_churn_model(frame, {"refit": False}, TRAIN, VALID, seed=0)
+    n_fit = frame["target_month"].isin(TRAIN[:-1]).sum()
+    n_train = frame["target_month"].isin(TRAIN).sum()
+    # stage 2 runs the early-stopped iteration count scaled by the row ratio, on every train month
+    assert result.best_iteration == round(stage1.best_iteration * n_train / n_fit) > stage1.best_iteration
+    assert result.model.booster.current_iteration() == result.best_iteration
+    # the calibrator is the one fitted out of sample, on stage 1's predictions of the newest month
+    assert result.model.calibrator == stage1.model.calibrator
+    assert result.baseline_metrics == stage1.baseline_metrics
+    assert result.metrics["log_loss"] != stage1.metrics["log_loss"]
+
+
 def test_pyfunc_contract(world, result):
     _, frame, _ = world
     model: ChurnModel = result.model
     rows = frame[frame["target_month"] == VALID].head(200)
     p = model.predict_proba(rows)
     out = model.predict(None, rows)
-    assert list(out.columns) == ["churn_probability"] and np.allclose(out["churn_probability"], p)
+    # predict also returns the bucket, action and reasons (scoring); the probability leads
+    assert list(out.columns) == PREDICT_COLUMNS and PREDICT_COLUMNS[0] == "churn_probability"
+    assert np.allclose(out["churn_probability"], p)
     contrib = model.contributions(rows)
     assert list(contrib.columns) == [*FEATURE_COLUMNS, "bias"]
     raw = model.raw_probability(rows)

@@ -15,6 +15,8 @@ METHOD_P = np.array([.55, .06, .06, .08, .04, .05, .03, .03, .02, .02, .02, .02,
 METHOD_P_WAVE = np.array([.05, .10, .22, .12, .04, .12, .16, .05, .05, .05, .02, .01, .01])
 METHOD_AUTO = np.array([.98, .92, .92, .95, .85, .10, .30, .05, .05, .30, .50, .50, .70])
 METHOD_LOGIT = np.array([-0.5, 0.0, 0.0, -0.2, 0.2, 1.0, 0.3, 1.3, 1.5, 0.3, 0.3, 0.3, 0.0])
+# the high-churn methods, on which a cancellation is also a stronger signal of leaving
+RISKY_METHOD = np.isin(METHODS, [38, 32, 35])
 
 # (payment_plan_days, plan_list_price) offered to auto-renew and to manual payers
 AUTO_PLANS = np.array([(30, 149), (30, 99), (30, 129), (30, 0), (31, 149), (31, 180)])

@@ -24,10 +24,30 @@ DORMANT_SHARE = 0.5             # lapsed members in the members file without tra
 WAVE_FIRST, WAVE_LATER = 0.30, 0.05   # channel_shift campaign sign-ups (same unit)
 WAVE_LOYALTY = 0.4              # the campaign recruits keen listeners: their churn stays plausible
 TRIAL_SHARE, TRIAL_SHARE_WAVE = 0.20, 0.40
-SAT_RHO, SAT_SD = 0.80, 0.55    # engagement random walk per period
+SAT_RHO, SAT_SD = 0.92, 0.25    # engagement random walk per period (persistent, small steps)
+SAT_RAMP_DAYS = 5               # listening moves to the period's engagement over its first days
+SKIP_AGE = 0.12                 # the age effect on churn also shows as skipping
+VOL_ENGAGEMENT = 0.5            # log-volume of plays per unit of engagement
+ACT_MEAN = 0.3                  # mean logit of listening on a covered day
 RETURN_SHARE, RETURN_MEAN_DAYS = 0.35, 40
-CHURN_INTERCEPT = -4.1
-CHURN_NOISE_SD = 0.9            # the part of the decision no model can see
+# the churn logit. Every latent driver also shows in behaviour: loyalty in auto-renew and listening,
+# engagement (static propensity + period state) in listening; a cancellation that is still to come
+# at the start of the expiry month is a consequence of the decision, not a cause (the decision's
+# probability only uses what has happened by then)
+# The effects interact as in the KKBox data: listening (and its decline) matters far more for
+# manual payers, who must actively renew, than for auto-renew members; a cancellation is a stronger
+# signal on the high-churn payment methods; young members on trials churn far more than older
+# ones; a discount mostly predicts leaving when it was on a short (monthly) plan.
+CHURN_INTERCEPT = -3.5
+W_LOYALTY = 0.3
+W_ENGAGEMENT, W_ENGAGEMENT_MANUAL = 0.5, 1.5     # auto-renew, extra for manual payers
+W_TREND, W_TREND_MANUAL = 0.1, 0.9
+W_CANCEL, W_CANCEL_RISKY = 3.0, 1.0
+W_TRIAL, W_TRIAL_YOUNG = 1.3, 1.2               # young: true age < 25
+W_DISCOUNT_SHORT, W_DISCOUNT_LONG = 0.8, 0.1
+LOYALTY_AUTO = 1.2              # logit effect of loyalty on choosing auto-renew
+LATE_CANCEL_SHARE = 0.5         # auto-renew churners who cancel in the expiry month
+CHURN_NOISE_SD = 0.25           # the part of the decision no model can see (mood of the day)
 EARLIEST_RENEWAL = 7            # renewals are dated at most this many days before the expiry
 REGISTRATION_FLOOR = np.datetime64("2004-03-26").astype(np.int64)
 
@@ -55,6 +75,7 @@ class Members:
     song_len: np.ndarray        # seconds
     unq_share: np.ndarray       # unique songs / plays
     drop_hit: np.ndarray        # affected by engagement_drop
+    skip: np.ndarray            # plays moved from num_100 to num_25 (young members skip more)
 
     def __len__(self) -> int:
         return len(self.join_day)
@@ -149,11 +170,12 @@ def make_members(st: _Streams, n_initial: int, n_dormant: int, month_days: np.nd
         join_day=join, reg_day=reg, has_row=u[12] < cat.HAS_MEMBERS_ROW, dormant=dormant, new=new, wave=wave,
         channel=channel, city=city, bd=bd, gender=gender, age=age, loyalty=loyalty,
         price_sens=0.5 * loyalty + 0.8 * z[2],
-        act=0.3 + 1.1 * z[3] + 0.3 * loyalty,
-        vol=np.exp(np.log(13) + 1.1 * z[4]),
+        act=ACT_MEAN + 0.9 * z[3] + 0.4 * loyalty,
+        vol=np.exp(np.log(11) + 0.8 * z[4]),
         song_len=np.exp(np.log(235) + 0.12 * z[5]),
         unq_share=np.clip(0.8 + 0.12 * z[6], 0.3, 1.0),
         drop_hit=u[13] < 0.6,
+        skip=np.clip(SKIP_AGE * cat.age_logit(age) + 0.03 * z[7], -0.1, 0.3),
     )
 
 
@@ -171,8 +193,10 @@ class _Plans:
         return np.where(wave, _pick(cat.METHOD_P_WAVE, u), _pick(cat.METHOD_P, u))
 
     @staticmethod
-    def auto(method: np.ndarray, u: np.ndarray) -> np.ndarray:
-        return u < cat.METHOD_AUTO[method]
+    def auto(method: np.ndarray, loyalty: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """Auto-renew follows the payment method, and loyal members choose it more often."""
+        base = np.log(cat.METHOD_AUTO[method] / (1 - cat.METHOD_AUTO[method]))
+        return u < _sigmoid(base + LOYALTY_AUTO * loyalty)
 
     @staticmethod
     def plan(auto: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -206,7 +230,7 @@ def simulate(rng_regular: np.random.Generator, rng_wave: np.random.Generator, n_
     # current period of every member
     u, z = st.u(9), st.z(1)
     method = plans.method(mem.wave, u[0])
-    auto = plans.auto(method, u[1])
+    auto = plans.auto(method, mem.loyalty, u[1])
     days, price = plans.plan(auto, u[2])
     price, paid = plans.pay(days, price, mem.join_day, u[3], u[4])
     trial = mem.new & (u[5] < np.where(mem.wave, TRIAL_SHARE_WAVE, TRIAL_SHARE))
@@ -220,7 +244,7 @@ def simulate(rng_regular: np.random.Generator, rng_wave: np.random.Generator, n_
     cstart = t0.copy()
     expire = t0 + days
     first = mem.new.copy()
-    sat = 0.8 * z[0]
+    sat = SAT_SD / np.sqrt(1 - SAT_RHO ** 2) * z[0]
     pending = (t0 <= end) & ~mem.dormant
 
     new = mem.new
@@ -232,27 +256,38 @@ def simulate(rng_regular: np.random.Generator, rng_wave: np.random.Generator, n_
     while pending.any():
         i = np.nonzero(pending)[0]
         k = len(i)
-        u, z = st.u(19)[:, i], st.z(3)[:, i]
+        u, z = st.u(21)[:, i], st.z(3)[:, i]
         s0 = sat[i]
         s1 = SAT_RHO * s0 + SAT_SD * z[0]
         sat[i] = s1
         E, T0 = expire[i], t0[i]
 
-        # an auto-renew member may cancel during the period, often pulling the expiry earlier
-        c_day = T0 + 1 + np.floor(u[1] * np.maximum(E - T0 - 1, 1)).astype(np.int64)
+        # an auto-renew member may cancel during the period, often pulling the expiry earlier.
+        # Such a cancellation is dated before the expiry month (so it is known when that month's
+        # churn is predicted) and raises the churn probability; cancellations inside the expiry
+        # month are drawn below, as a consequence of the decision to leave
+        month_start = E.astype("datetime64[D]").astype("datetime64[M]").astype("datetime64[D]").astype(np.int64)
+        room = np.minimum(month_start, E) - T0 - 1
+        c_day = T0 + 1 + np.floor(u[1] * np.maximum(room, 1)).astype(np.int64)
         zc = -3.0 - 0.5 * mem.loyalty[i] - 0.7 * s1
         if "engagement_drop" in scenarios:
             zc = zc + 0.6 * (mem.drop_hit[i] & (c_day - 3 >= scenarios["engagement_drop"]))
-        cancel = auto[i] & (days[i] >= 7) & (u[0] < _sigmoid(zc))
+        cancel = auto[i] & (days[i] >= 7) & (room >= 1) & (u[0] < _sigmoid(zc))
         pulled = np.select([u[2] < 0.5, u[2] < 0.8], [E, c_day], c_day - _ints(1, 4, u[3]))
         E_eff = np.where(cancel, np.minimum(pulled, E), E)
 
         # the true churn probability at expiry
         is_trial = (days[i] == cat.TRIAL_DAYS) & (price[i] == 0)
-        zp = (CHURN_INTERCEPT - 0.9 * mem.loyalty[i] - 0.8 * s1 - 0.9 * (s1 - s0)
-              + 2.3 * ~auto[i] + 3.0 * cancel
+        engagement = mem.act[i] - ACT_MEAN + s1
+        manual = ~auto[i]
+        short = days[i] <= 31
+        zp = (CHURN_INTERCEPT - W_LOYALTY * mem.loyalty[i]
+              - (W_ENGAGEMENT + W_ENGAGEMENT_MANUAL * manual) * engagement
+              - (W_TREND + W_TREND_MANUAL * manual) * (s1 - s0)
+              + 2.3 * manual + (W_CANCEL + W_CANCEL_RISKY * cat.RISKY_METHOD[method[i]]) * cancel
               + cat.METHOD_LOGIT[method[i]] + cat.CHANNEL_LOGIT[mem.channel[i]] + cat.age_logit(mem.age[i])
-              + 1.3 * is_trial - 0.3 * (days[i] >= 90) + 0.5 * (paid[i] < price[i]) + 0.5 * (paid[i] == 0)
+              + (W_TRIAL + W_TRIAL_YOUNG * (mem.age[i] < 25)) * is_trial - 0.3 * (days[i] >= 90)
+              + np.where(short, W_DISCOUNT_SHORT, W_DISCOUNT_LONG) * (paid[i] < price[i]) + 0.5 * (paid[i] == 0)
               + 0.4 * first[i] + CHURN_NOISE_SD * z[2])
         if "engagement_drop" in scenarios:
             zp = zp + 0.6 * (mem.drop_hit[i] & (E_eff >= late["engagement_drop"]))
@@ -262,6 +297,13 @@ def simulate(rng_regular: np.random.Generator, rng_wave: np.random.Generator, n_
             zp = zp + hit * (0.6 + 1.3 * mem.price_sens[i])
         p = _sigmoid(zp)
         churn = u[4] < p
+        # leavers on auto-renew often switch it off in the expiry month (invisible at its start)
+        l_day = np.maximum(T0 + 1, month_start) + np.floor(u[19] * (E - np.maximum(T0 + 1, month_start))).astype(np.int64)
+        late_cancel = churn & auto[i] & ~cancel & (l_day < E) & (u[20] < LATE_CANCEL_SHARE)
+        l_pulled = np.where(u[2] < 0.6, E, l_day)
+        cancel = cancel | late_cancel
+        c_day = np.where(late_cancel, l_day, c_day)
+        E_eff = np.where(late_cancel, np.minimum(l_pulled, E), E_eff)
 
         dec_parts.append((i, T0, np.where(cancel, c_day, -1), E, E_eff, p, churn))
         per_parts.append((i, cstart[i], E_eff, E, s0, s1))
@@ -286,14 +328,14 @@ def simulate(rng_regular: np.random.Generator, rng_wave: np.random.Generator, n_
         # plan of the next period: mostly the same; switches, trials converting, returns re-draw
         redraw = back | is_trial | (u[10] < 0.06)
         m2 = np.where(redraw, plans.method(mem.wave[i], u[11]), method[i])
-        a2 = np.where(redraw, plans.auto(m2, u[12]), auto[i])
+        a2 = np.where(redraw, plans.auto(m2, mem.loyalty[i], u[12]), auto[i])
         a2 = np.where(cancel & renew, u[13] < 0.4, a2)          # cancelled renewers mostly go manual
         a2 = a2 | (u[14] < 0.04)
         new_days, new_price = plans.plan(a2, u[15])
         keep = ~redraw & (a2 == auto[i])
         d2 = np.where(keep, days[i], new_days)
         p2, paid2 = plans.pay(d2, np.where(keep, price[i], new_price), d, u[16], u[17])
-        cs2 = np.maximum(E_eff, d)
+        cs2 = np.maximum(np.maximum(E_eff, d), cstart[i])   # coverage never runs backwards (early pulls)
         e2 = cs2 + d2
 
         j = nxt.nonzero()[0]
@@ -302,7 +344,7 @@ def simulate(rng_regular: np.random.Generator, rng_wave: np.random.Generator, n_
         method[ii], auto[ii], days[ii], price[ii], paid[ii] = m2[j], a2[j], d2[j], p2[j], paid2[j]
         t0[ii], cstart[ii], expire[ii] = d[j], cs2[j], e2[j]
         first[ii] = False
-        sat[i] = np.where(back, 0.8 * z[1], sat[i])
+        sat[i] = np.where(back, SAT_SD / np.sqrt(1 - SAT_RHO ** 2) * z[1], sat[i])
         pending[i] = nxt & (d <= end)
 
     tx = _stack(tx_parts, ("mem", "payment_method_id", "payment_plan_days", "plan_list_price", "actual_amount_paid",
