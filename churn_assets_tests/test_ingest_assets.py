@@ -112,3 +112,15 @@ def test_landing_sensor_new_unchanged_and_redelivered(tiny_world, data_dir, inst
     assert keys == [KEY, "2016-10-01"]
     assert redelivered.run_requests[0].run_key != first.run_requests[0].run_key
     assert json.loads(redelivered.cursor).keys() == {MONTH, "2016-10"}
+
+
+def test_redelivered_drop_without_labels_withdraws_them(tiny_world, data_dir, instance):
+    deliver(tiny_world, data_dir, MONTH)
+    assert _materialize(instance).success
+    count = "SELECT count(*) FROM raw.churn_labels WHERE target_month = DATE '2016-09-01'"
+    with duckdb.connect(str(paths_from_env().duckdb_path), read_only=True) as con:
+        assert con.execute(count).fetchone()[0] > 0
+    (data_dir / "landing" / MONTH / "churn_logs.csv").unlink()
+    assert _materialize(instance).success
+    with duckdb.connect(str(paths_from_env().duckdb_path), read_only=True) as con:
+        assert con.execute(count).fetchone()[0] == 0

@@ -239,8 +239,11 @@ def test_walk_same_date_cancellation_with_higher_signature_comes_first(con):
 
 
 def test_renewal_much_later_is_churn(con):
+    # a return after the month that makes February final (March) is churn; its gap is not read
     rows = [txn("m", "2017-01-20", "2017-02-20"), txn("m", "2017-06-01", "2017-07-01")]
-    assert label_of(con, rows) == {"last_expire": d("2017-02-20"), "gap": 101, "churn": 1}
+    assert label_of(con, rows) == {"last_expire": d("2017-02-20"), "gap": None, "churn": 1}
+    rows = [txn("m", "2017-01-20", "2017-02-20"), txn("m", "2017-03-31", "2017-04-30")]
+    assert label_of(con, rows) == {"last_expire": d("2017-02-20"), "gap": 39, "churn": 1}
 
 
 # ---------------------------------------------------------------- interface
@@ -302,6 +305,8 @@ def _reference_labels(rows, month: dt.date) -> dict[str, tuple[dt.date, int | No
 
     prev = (month - dt.timedelta(days=1)).replace(day=1)
     nxt = (month + dt.timedelta(days=32)).replace(day=1)
+    # renewals are read up to the end of the month holding the month's last day + 29 days
+    lookup_end = ((nxt - dt.timedelta(days=1) + dt.timedelta(days=29)).replace(day=1) + dt.timedelta(days=32)).replace(day=1)
     out = {}
     for msno in {r[0] for r in rows}:
         mine = sorted((r for r in rows if r[0] == msno), key=functools.cmp_to_key(cmp))
@@ -310,7 +315,7 @@ def _reference_labels(rows, month: dt.date) -> dict[str, tuple[dt.date, int | No
             continue
         last = expire = hist[-1][7]
         gap = None
-        for r in (r for r in mine if r[6] >= month):
+        for r in (r for r in mine if month <= r[6] < lookup_end):
             if r[8] == 1:
                 expire = min(expire, r[7])
             else:

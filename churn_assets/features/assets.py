@@ -18,10 +18,12 @@ RAW_USER_LOGS = dg.AssetKey(["raw", "user_logs"])
 RAW_MEMBERS = dg.AssetKey(["raw", "members"])
 RAW_CHURN_LABELS = dg.AssetKey(["raw", "churn_labels"])
 
-# Labels of M read the history month M-1 and renewals from M on; they are final
-# once M+1 is in. Features of M read up to a year of history before M.
-_labels_window = dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=1, allow_nonexistent_upstream_partitions=True)
-_history_window = dg.TimeWindowPartitionMapping(start_offset=-12, end_offset=-1, allow_nonexistent_upstream_partitions=True)
+# Labels of M read the history month M-1 and renewals up to the month that makes
+# them final (M+1, M+2 for January). Features of M read at most 90 days back.
+# The KPI reads every earlier month (first transactions, long plans still active).
+_labels_window = dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=2, allow_nonexistent_upstream_partitions=True)
+_history_window = dg.TimeWindowPartitionMapping(start_offset=-4, end_offset=-1, allow_nonexistent_upstream_partitions=True)
+_all_before = dg.TimeWindowPartitionMapping(start_offset=-1200, end_offset=0, allow_nonexistent_upstream_partitions=True)
 
 MIN_LABEL_AGREEMENT = 0.999
 
@@ -83,7 +85,7 @@ def member_features(context: dg.AssetExecutionContext, warehouse: Warehouse) -> 
 
 @dg.asset(
     key=["kpi", "monthly_churn"], group_name="features", kinds={"duckdb", "matplotlib"}, pool="duckdb_warehouse",
-    partitions_def=monthly_partitions, deps=[LABELS, RAW_TRANSACTIONS],
+    partitions_def=monthly_partitions, deps=[LABELS, dg.AssetDep(RAW_TRANSACTIONS, partition_mapping=_all_before)],
     description="The business churn KPI: churned at the end of the month / members active in the month.",
 )
 def monthly_churn(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:

@@ -50,7 +50,8 @@ def compute_labels(
     """Labels of target month `target_month`, one row per candidate, sorted by msno.
 
     `transactions` names a table or view with the columns of raw.transactions.
-    renewal_gap_days is NULL when no renewal follows (such members churned).
+    renewal_gap_days is NULL when no renewal follows up to the end of the month that
+    makes the labels final (final_after): such members churned, whenever they come back.
     """
     month = validate_month(target_month)
     return con.execute(labels_query(transactions), {"target_month": month}).df()

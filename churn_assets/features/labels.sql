@@ -18,6 +18,11 @@ WITH tx AS NOT MATERIALIZED (
             * (membership_expire_date - DATE '1970-01-01') AS expire_key
     FROM {transactions}
     WHERE transaction_date >= $target_month - INTERVAL 1 MONTH
+      -- Nothing after the month that makes the labels final (the one holding M's last day
+      -- + 29 days) can change is_churn: any renewal then is >= 30 days late. Bounding the read
+      -- keeps the labels a function of the months the asset declares (M-1..M+2).
+      AND transaction_date < date_trunc('month', $target_month + INTERVAL 1 MONTH - INTERVAL 1 DAY
+                                                 + INTERVAL 29 DAY) + INTERVAL 1 MONTH
 ),
 -- last row of the history window (month M-1) = first row in the reversed official order
 history_last AS (

@@ -70,7 +70,9 @@ logs AS (
     SELECT
         msno,
         CAST($as_of - date AS INTEGER) - 1 AS k,
-        CASE WHEN total_secs BETWEEN 0 AND 86400 THEN total_secs END AS secs,
+        -- DECIMAL sums are exact, so a rebuild gives the same bits whatever order
+        -- DuckDB's threads add the rows in (DOUBLE sums differ in the last bits).
+        CASE WHEN total_secs BETWEEN 0 AND 86400 THEN CAST(total_secs AS DECIMAL(18, 9)) END AS secs,
         num_unq,
         coalesce(num_25, 0) + coalesce(num_50, 0) + coalesce(num_75, 0)
             + coalesce(num_985, 0) + coalesce(num_100, 0) AS plays,
@@ -84,10 +86,10 @@ log_agg AS (
         min(k) AS last_k,
         bit_or(CASE WHEN k < 64 THEN 1::UBIGINT << k END) AS days_lo,
         bit_or(CASE WHEN k >= 64 THEN 1::UBIGINT << (k - 64) END) AS days_hi,
-        sum(secs) FILTER (k < 7) AS secs_7d,
-        sum(secs) FILTER (k < 14) AS secs_14d,
-        sum(secs) FILTER (k < 30) AS secs_30d,
-        sum(secs) AS secs_90d,
+        CAST(sum(secs) FILTER (k < 7) AS DOUBLE) AS secs_7d,
+        CAST(sum(secs) FILTER (k < 14) AS DOUBLE) AS secs_14d,
+        CAST(sum(secs) FILTER (k < 30) AS DOUBLE) AS secs_30d,
+        CAST(sum(secs) AS DOUBLE) AS secs_90d,
         sum(num_unq) FILTER (k < 30) AS unq_30d,
         sum(plays) FILTER (k < 30) AS plays_30d,
         sum(num_100) FILTER (k < 30) AS num_100_30d

@@ -6,7 +6,7 @@ Great Expectations suites in quality.py, the profile in profiling.py.
 
 import dagster as dg
 
-from churn_assets.ingest.loading import LoadResult, find_source_file, load_drop_file, read_raw_partition
+from churn_assets.ingest.loading import LoadResult, ensure_raw_schema, find_source_file, load_drop_file, read_raw_partition
 from churn_assets.ingest.profiling import column_profile, markdown_preview
 from churn_assets.ingest.quality import validate_raw
 from churn_assets.partitions import drop_folder_name, month_of, monthly_partitions
@@ -65,8 +65,12 @@ def _build_raw_asset(source: str) -> dg.AssetsDefinition:
         key = dg.AssetKey(["raw", source])
         if path is None:
             if source == "churn_labels":  # optional: only months with published labels have it
-                context.log.info(f"no churn_logs file in {drop_dir}: nothing to load")
-                yield dg.MaterializeResult(asset_key=key, metadata={"source_file": "none", "dagster/row_count": 0})
+                with warehouse.get_connection() as con:  # a re-delivery without labels withdraws them
+                    ensure_raw_schema(con)
+                    withdrawn = con.execute("DELETE FROM raw.churn_labels WHERE target_month = ?", [month]).fetchone()[0]
+                context.log.info(f"no churn_logs file in {drop_dir}: nothing to load ({withdrawn} earlier labels withdrawn)")
+                yield dg.MaterializeResult(asset_key=key, metadata={"source_file": "none", "dagster/row_count": 0,
+                                                                    "labels_withdrawn": withdrawn})
                 for spec in _check_specs(source):
                     yield dg.AssetCheckResult(asset_key=key, check_name=spec.name, passed=True,
                                               metadata={"skipped": "no file in this drop"})
