@@ -65,7 +65,8 @@ def world(tmp_path, monkeypatch):
                            "churn_probability": rng.beta(2, 8, len(current)), "model_version": str(version)})
     con.execute("CREATE TABLE scoring.churn_scores AS SELECT * FROM scores")
     con.close()
-    mlflow.set_tracking_uri(None)
+    mlflow.set_tracking_uri(None)  # forget any global URI an earlier test left behind ...
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # ... which in MLflow 3 also unsets the variable
     return {"db": db, "version": str(version), "tmp": tmp_path}
 
 

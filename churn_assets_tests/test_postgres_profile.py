@@ -107,7 +107,8 @@ def test_runs_of_the_production_profile_land_in_postgres(pg, pg_instance, small_
         # (its blocking check may fail the run); here: a training run on PostgreSQL.
         result = defs.resolve_job_def("train_job").execute_in_process(
             instance=instance, raise_on_error=False,
-            run_config={"ops": {"ml__churn_model": {"config": {"train_months": 2, "mode": "refit", "auc_floor": 0.5}}}},
+            run_config={"ops": {"ml__churn_model": {"config": {"train_months": 2, "min_history_months": 0,
+                                                                "mode": "refit", "auc_floor": 0.5}}}},
         )
         run_ids[result.run_id] = "train_job"
 
