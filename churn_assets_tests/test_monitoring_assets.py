@@ -27,6 +27,7 @@ def features(n: int, seed: int, shift: bool) -> pd.DataFrame:
     frame = pd.DataFrame({c: rng.gamma(2.0, 10.0, n) for c in FEATURE_COLUMNS})
     for c in CATEGORICAL_COLUMNS:
         frame[c] = rng.choice(["1", "2", "3"], n)
+    frame["days_since_last_txn"] = rng.integers(1, 32, n).astype(float)  # the candidates' range
     if shift:
         frame[SHIFTED] = frame[SHIFTED] * 3 + 40
     return frame
@@ -59,6 +60,8 @@ def world(tmp_path, monkeypatch):
     current = features(1500, 3, shift=True)
     current.insert(0, "msno", [f"m{i}" for i in range(len(current))])
     current.insert(0, "week_start", WEEK)
+    # members on long plans are scored but not compared with the training reference
+    current.loc[current.index[:100], "days_since_last_txn"] = 200.0
     con.execute("CREATE TABLE scoring.scoring_features AS SELECT * FROM current")
     scores = pd.DataFrame({"week_start": WEEK, "msno": current["msno"],
                            "membership_expire_date": WEEK + dt.timedelta(days=10),
@@ -91,7 +94,8 @@ def test_drift_report_writes_tables_html_and_decision(world):
     con = duckdb.connect(str(world["db"]), read_only=True)
     row = con.execute("SELECT model_version, reference_rows, current_rows, n_columns, n_drifted, decision "
                       "FROM monitoring.drift_reports").fetchall()
-    assert row == [(world["version"], 1500, 1500, len(FEATURE_COLUMNS), 3, "retrain")]
+    # 100 of the 1500 scored members are on long plans: scored, not compared
+    assert row == [(world["version"], 1500, 1400, len(FEATURE_COLUMNS), 3, "retrain")]
     cols = con.execute("SELECT column_name, kind FROM monitoring.drift_columns WHERE drifted ORDER BY 1").fetchall()
     assert cols == sorted((c, "feature") for c in SHIFTED)
     assert con.execute("SELECT count(*) FROM monitoring.drift_columns WHERE kind = 'prediction'").fetchone()[0] == 1

@@ -102,3 +102,26 @@ def test_requires_both_jobs():
     with pytest.raises(ValueError):
         build_drift_retrain_sensor([train_job])
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+
+
+def test_no_second_retrain_before_new_data_arrives(instance):
+    """Cool-down: while the newest drop is the same, each job is requested once."""
+    raw = dg.AssetKey(["raw", "transactions"])
+    instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=raw, partition="2017-02-01"))
+    for week in ("2017-02-06", "2017-02-13", "2017-02-20"):
+        report(instance, DRIFT_REPORT_KEY, week, "retrain", 0.07)
+    first = tick(instance)
+    assert [(r.job_name, r.tags["churn/week"], r.tags["churn/data_month"]) for r in first.run_requests] == [
+        ("train_job", "2017-02-06", "2017-02-01")]
+    # the requested run exists on the instance (as the daemon would have launched it)
+    instance.create_run_for_job(train_job.resolve(asset_graph=defs.resolve_asset_graph()),
+                                tags=first.run_requests[0].tags)
+    report(instance, DRIFT_REPORT_KEY, "2017-02-27", "retrain", 0.07)
+    assert tick(instance, first.cursor).run_requests == []  # same data: skipped, cursor moves on
+    # a new drop: the next drift decision may retrain again, and a retune is its own job
+    instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=raw, partition="2017-03-01"))
+    report(instance, DRIFT_REPORT_KEY, "2017-03-06", "retrain", 0.07)
+    report(instance, DRIFT_REPORT_KEY, "2017-03-13", "retune", 0.2)
+    later = tick(instance, first.cursor)
+    assert [(r.job_name, r.tags["churn/data_month"]) for r in later.run_requests] == [
+        ("train_job", "2017-03-01"), ("retune_job", "2017-03-01")]

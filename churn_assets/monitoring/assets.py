@@ -79,6 +79,9 @@ def validation_metrics(model_version: str) -> dict[str, float]:
 # ---------------------------------------------------------------- drift
 
 
+# The training population's latest transaction is in the month before as_of (official rule).
+CANDIDATE_MAX_DAYS_SINCE_TXN = 31
+
 class DriftConfig(dg.Config):
     retrain_at: float = Field(default=0.05, description="Drift share from which the production recipe is refit.")
     retune_at: float = Field(default=0.10, description="Drift share from which hyper-parameters are searched again.")
@@ -119,10 +122,18 @@ def drift_report(context: dg.AssetExecutionContext, config: DriftConfig, warehou
         for table in ("scoring.scoring_features", "scoring.churn_scores"):
             if not table_exists(con, table):
                 raise dg.Failure(f"{table} does not exist: materialise it for week {week} first.")
-        current = con.execute(f"SELECT {cols} FROM scoring.scoring_features WHERE week_start = ?", [week]).df()
+        # Like with like: the model's training rows are the official rule's candidates, whose
+        # latest transaction lies in the month before as_of. Members on long plans bought a
+        # year ago are scored too, but are not what the reference describes, so they are left
+        # out of the comparison (else their plan length and price read as drift every week).
+        current = con.execute(
+            f"SELECT {cols} FROM scoring.scoring_features WHERE week_start = ? AND days_since_last_txn <= ?",
+            [week, CANDIDATE_MAX_DAYS_SINCE_TXN]).df()
         scores = con.execute(
-            "SELECT CAST(model_version AS VARCHAR) AS model_version, churn_probability "
-            "FROM scoring.churn_scores WHERE week_start = ?", [week]).df()
+            "SELECT CAST(s.model_version AS VARCHAR) AS model_version, s.churn_probability "
+            "FROM scoring.churn_scores s JOIN scoring.scoring_features f USING (week_start, msno) "
+            "WHERE s.week_start = ? AND f.days_since_last_txn <= ?", [week, CANDIDATE_MAX_DAYS_SINCE_TXN]).df()
+        scored_rows = con.execute("SELECT count(*) FROM scoring.churn_scores WHERE week_start = ?", [week]).fetchone()[0]
     if current.empty or scores.empty:
         raise dg.Failure(f"no scoring features ({len(current)}) or scores ({len(scores)}) for week {week}: "
                          "materialise scoring/scoring_features and scoring/churn_scores for it first.")
@@ -165,6 +176,8 @@ def drift_report(context: dg.AssetExecutionContext, config: DriftConfig, warehou
         "n_drifted": dg.MetadataValue.int(result.n_drifted),
         "decision": dg.MetadataValue.text(decision),
         "model_version": dg.MetadataValue.text(version),
+        "scored_rows": dg.MetadataValue.int(int(scored_rows)),
+        "compared_rows": dg.MetadataValue.int(len(current)),  # the training-like population
         "prediction_drift_score": dg.MetadataValue.float(float(prediction["score"])),
         "prediction_drift_method": dg.MetadataValue.text(str(prediction["method"])),
         "prediction_drifted": dg.MetadataValue.bool(bool(prediction["drifted"])),

@@ -13,6 +13,11 @@ decisions in one tick give one request each: the run key
 `<asset>:<partition>:<storage id>` is unique per event, so the daemon launches
 each once (and a re-materialised week, being a new event, can ask again).
 
+One cool-down: a retrain on data the last retrain already had gives the same
+model, so while no new drop has arrived (the newest raw/transactions partition,
+tagged `churn/data_month`) each job is requested once; later events of the same
+data month are read, logged and skipped. Each event is still seen exactly once.
+
 Jobs are referred to by name; Dagster only lets a sensor request several jobs
 when it is built with the job objects, so definitions.py passes them to
 `build_drift_retrain_sensor` and this module never imports the model domain.
@@ -32,6 +37,8 @@ RETUNE_JOB = "retune_job"
 JOB_FOR_DECISION = {"retrain": TRAIN_JOB, "retune": RETUNE_JOB}
 WATCHED = {DRIFT_REPORT_KEY: "churn/week", MODEL_PERFORMANCE_KEY: "churn/month"}  # asset -> partition tag
 MAX_EVENTS_PER_TICK = 100  # per asset; the rest is picked up on the next tick
+DATA_KEY = dg.AssetKey(["raw", "transactions"])
+DATA_MONTH_TAG = "churn/data_month"
 
 
 def _meta_value(metadata: dict, name: str):
@@ -54,6 +61,15 @@ def run_request_for(asset_key: dg.AssetKey, partition: str | None, storage_id: i
     return dg.RunRequest(job_name=job, run_key=f"{asset}:{partition}:{storage_id}", tags=tags)
 
 
+def newest_data_month(instance: dg.DagsterInstance) -> str:
+    """The newest ingested drop: new training data exists only after it changes."""
+    return max(instance.get_materialized_partitions(DATA_KEY), default="")
+
+
+def _requested_before(instance: dg.DagsterInstance, job: str, data_month: str) -> bool:
+    return bool(instance.get_run_records(dg.RunsFilter(job_name=job, tags={DATA_MONTH_TAG: data_month}), limit=1))
+
+
 def evaluate_drift_events(instance: dg.DagsterInstance, cursor: str | None) -> tuple[list[dg.RunRequest], str, int]:
     """(run requests, new cursor, events read) for the materialisations after `cursor`."""
     seen: dict[str, int] = json.loads(cursor) if cursor else {}
@@ -66,12 +82,20 @@ def evaluate_drift_events(instance: dg.DagsterInstance, cursor: str | None) -> t
         events += [(r.storage_id, key, r) for r in records]
         if records:
             seen[key.to_user_string()] = records[-1].storage_id
-    requests = []
+    requests, taken = [], set()
+    data_month = newest_data_month(instance) if events else ""
     for storage_id, key, record in sorted(events, key=lambda e: e[0]):
         metadata = record.asset_materialization.metadata if record.asset_materialization else {}
         request = run_request_for(key, record.partition_key, storage_id, metadata)
-        if request is not None:
-            requests.append(request)
+        if request is None:
+            continue
+        if data_month:  # cool-down (see above); without ingested data there is nothing to compare
+            if (request.job_name, data_month) in taken or _requested_before(instance, request.job_name, data_month):
+                continue
+            taken.add((request.job_name, data_month))
+            request = dg.RunRequest(job_name=request.job_name, run_key=request.run_key,
+                                    tags={**request.tags, DATA_MONTH_TAG: data_month})
+        requests.append(request)
     return requests, json.dumps(seen, sort_keys=True), len(events)
 
 
