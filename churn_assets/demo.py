@@ -25,6 +25,7 @@ import duckdb
 import pandas as pd
 from dagster._core.storage.tags import RUN_KEY_TAG, SENSOR_NAME_TAG
 
+from churn_assets.features.labels import final_after
 from churn_assets.partitions import add_months
 from churn_assets.settings import Paths, paths_from_env
 
@@ -60,8 +61,10 @@ class DemoSummary:
 class Replay:
     """Runs jobs and sensor ticks in-process on one instance, recording results."""
 
-    def __init__(self, defs: dg.Definitions, instance: dg.DagsterInstance, summary: DemoSummary):
+    def __init__(self, defs: dg.Definitions, instance: dg.DagsterInstance, summary: DemoSummary,
+                 run_config: dict[str, dict] | None = None):
         self.defs, self.instance, self.summary = defs, instance, summary
+        self.run_config = run_config or {}  # job name -> run config, for every run of that job
         self.cursors: dict[str, str | None] = {}
 
     def has_job(self, name: str) -> bool:
@@ -70,8 +73,8 @@ class Replay:
     def run(self, job_name: str, partition_key: str | None = None, tags: dict | None = None,
             run_config: dict | None = None) -> bool:
         job = self.defs.resolve_job_def(job_name)
-        result = job.execute_in_process(instance=self.instance, partition_key=partition_key,
-                                        tags=tags or {}, run_config=run_config, raise_on_error=False)
+        result = job.execute_in_process(instance=self.instance, partition_key=partition_key, tags=tags or {},
+                                        run_config=run_config or self.run_config.get(job_name), raise_on_error=False)
         self.summary.runs.append({"job": job_name, "partition": partition_key, "success": result.success,
                                   "run_id": result.run_id, "tags": dict(tags or {})})
         return result.success
@@ -93,8 +96,7 @@ class Replay:
             if request.run_key:
                 tags[RUN_KEY_TAG] = request.run_key
             job_name = request.job_name or sensor.job_name
-            run_config = request.run_config or DEMO_RUN_CONFIG.get(job_name)
-            self.run(job_name, request.partition_key, tags, run_config)
+            self.run(job_name, request.partition_key, tags, request.run_config or None)
             executed.append(request)
         return executed
 
@@ -144,7 +146,8 @@ def _query(paths: Paths, sql: str) -> pd.DataFrame | None:
 
 
 def run_demo(members: int = 20_000, seed: int = 7, reset: bool = True, world: dict | None = None,
-             instance: dg.DagsterInstance | None = None) -> DemoSummary:
+             instance: dg.DagsterInstance | None = None, run_config: dict[str, dict] | None = None) -> DemoSummary:
+    """Replay a world; `run_config` (job name -> run config) replaces DEMO_RUN_CONFIG."""
     from churn_assets.definitions import build_definitions
 
     world = world or DEFAULT_WORLD
@@ -160,7 +163,7 @@ def run_demo(members: int = 20_000, seed: int = 7, reset: bool = True, world: di
         if not os.environ.get("DAGSTER_HOME"):
             raise RuntimeError("DAGSTER_HOME is not set: run `make demo`, which points it at the repo root")
         instance = dg.DagsterInstance.get()
-    replay = Replay(build_definitions(), instance, summary)
+    replay = Replay(build_definitions(), instance, summary, DEMO_RUN_CONFIG if run_config is None else run_config)
     has_model = replay.has_job("train_job")
     has_scoring = replay.has_job("weekly_scoring_job")
     months = sorted(date.fromisoformat(p.name + "-01") for p in (source / "landing").iterdir() if p.is_dir())
@@ -176,8 +179,9 @@ def run_demo(members: int = 20_000, seed: int = 7, reset: bool = True, world: di
         for target in (add_months(month, -1), month):  # M-1 becomes final; M gets its candidates
             if target > months[0]:  # the first month has no history window, so no candidates
                 replay.run("features_job", target.isoformat())
-        if replay.has_job("performance_job") and add_months(month, -1) >= months[0] and production:
-            replay.run("performance_job", add_months(month, -1).isoformat())
+        if replay.has_job("performance_job") and production:  # the months this drop made final
+            for target in (m for m in months if final_after(m) == month):
+                replay.run("performance_job", target.isoformat())
         summary.phases["labels, features, KPI"] += time.perf_counter() - t
 
         if has_model and not production and len(_trainable_months(paths)) >= TRAIN_MONTHS + 1:

@@ -41,7 +41,7 @@ CHURN_MODEL = dg.AssetKey(["ml", "churn_model"])
 PRODUCTION_MODEL = dg.AssetKey(["ml", "production_model"])
 MEMBER_FEATURES = dg.AssetKey(["features", "member_features"])
 LABELS = dg.AssetKey(["features", "labels"])
-TAG_AUC_FLOOR, TAG_LL_CEILING = "gate.auc_floor", "gate.log_loss_ceiling"
+TAG_AUC_FLOOR, TAG_LL_CEILING, TAG_BASELINE_MARGIN = "gate.auc_floor", "gate.log_loss_ceiling", "gate.baseline_margin"
 
 
 class TrainConfig(dg.Config):
@@ -58,6 +58,10 @@ class TrainConfig(dg.Config):
     timeout_s: float | None = Field(default=900.0, description="Optuna time budget in seconds (retune only).")
     auc_floor: float = Field(default=AUC_FLOOR, description="Automated gate: minimum validation AUC.")
     log_loss_ceiling: float = Field(default=LOG_LOSS_CEILING, description="Automated gate: maximum validation log loss.")
+    baseline_margin: float = Field(
+        default=0.0, description="Automated gate: AUC must exceed the logistic baseline's by this (0 = beat it; "
+        "a small negative value tolerates a tie on small data)."
+    )
     seed: int = 0
 
 
@@ -122,6 +126,7 @@ def churn_model(
         "mode": config.mode,
         TAG_AUC_FLOOR: str(config.auc_floor),
         TAG_LL_CEILING: str(config.log_loss_ceiling),
+        TAG_BASELINE_MARGIN: str(config.baseline_margin),
     })
     experiment = client.get_experiment_by_name(EXPERIMENT)
     return dg.MaterializeResult(metadata={
@@ -157,6 +162,7 @@ def churn_model_automated_tests(
         training_evidence(client, version),
         auc_floor=float(tags.get(TAG_AUC_FLOOR, AUC_FLOOR)),
         log_loss_ceiling=float(tags.get(TAG_LL_CEILING, LOG_LOSS_CEILING)),
+        baseline_margin=float(tags.get(TAG_BASELINE_MARGIN, 0.0)),
     )
     with warehouse.get_connection() as con:
         record_promotion(con, promotion_row(version, STAGING, decision))

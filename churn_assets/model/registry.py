@@ -294,9 +294,11 @@ def automated_tests(
     result: TrainingResult | TrainingEvidence,
     auc_floor: float = AUC_FLOOR,
     log_loss_ceiling: float = LOG_LOSS_CEILING,
+    baseline_margin: float = 0.0,
 ) -> GateDecision:
     """Schema, sanity, floors and the baseline, on the registered artifact itself. Pass: tag
-    gate.automated=passed and move alias `staging`; fail: tag failed with the reasons."""
+    gate.automated=passed and move alias `staging`; fail: tag failed with the reasons.
+    The challenger's AUC must exceed the baseline's + `baseline_margin` (0: strictly beat it)."""
     version = str(version)
     pyfunc_model = _load_pyfunc(client, version)
     sample = result.reference_sample.head(1000)
@@ -313,8 +315,9 @@ def automated_tests(
         reasons.append(f"validation AUC {auc:.4f} below the floor {auc_floor}")
     if not ll <= log_loss_ceiling:
         reasons.append(f"validation log loss {ll:.4f} above the ceiling {log_loss_ceiling}")
-    if not auc > base_auc:
-        reasons.append(f"validation AUC {auc:.4f} does not beat the logistic baseline {base_auc:.4f}")
+    if not auc > base_auc + baseline_margin:
+        reasons.append(f"validation AUC {auc:.4f} does not beat the logistic baseline {base_auc:.4f}"
+                       + (f" by {baseline_margin:+.3f}" if baseline_margin else ""))
 
     passed = not reasons
     details = {"challenger_auc": auc, "challenger_log_loss": ll, "baseline_auc": base_auc}
