@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from benchmarks._common import run_worker
 
 ROWS = 50_000
 SAMPLE_SIZE = 5000
@@ -91,11 +91,7 @@ def _worker(variant: str, rows: int) -> dict:
 
 
 def _run(variant: str, rows: int) -> dict:
-    out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.bench_drift", "--worker", variant, str(rows)],
-        capture_output=True, text=True, check=True, cwd=Path(__file__).parents[1],
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_worker("benchmarks.bench_drift", "--worker", variant, rows)
 
 
 def main() -> None:

@@ -20,13 +20,13 @@ import datetime as dt
 import json
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import duckdb
+from benchmarks._common import run_worker
 
 AS_OF = dt.date(2017, 4, 1)
 LOG_DAYS = 90
@@ -160,11 +160,7 @@ def _run_pandas(db: str) -> dict:
 
 def _measure(engine: str, db: Path) -> dict:
     """Run one engine in a fresh interpreter; its JSON result is the last stdout line."""
-    out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.bench_features", "--run", engine, str(db)],
-        check=True, capture_output=True, text=True, cwd=Path(__file__).parents[1],
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_worker("benchmarks.bench_features", "--run", engine, db)
 
 
 def main() -> None:

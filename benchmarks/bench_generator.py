@@ -17,11 +17,11 @@ from __future__ import annotations
 import json
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from benchmarks._common import run_worker
 
 SIZES = (20_000, 100_000)
 TARGET_ROWS_PER_S = 2_000_000
@@ -52,9 +52,7 @@ def _pandas_child(out: str) -> None:
 
 
 def _run(*args: str) -> dict:
-    out = subprocess.run([sys.executable, "-m", "benchmarks.bench_generator", *args],
-                         check=True, capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    return run_worker("benchmarks.bench_generator", *args)
 
 
 def main() -> None:

@@ -14,13 +14,13 @@ import datetime as dt
 import json
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import duckdb
+from benchmarks._common import run_worker
 
 MONTH = dt.date(2017, 3, 1)
 SIZES = {"members": 1_000_000, "transactions": 1_100_000, "user_logs": 17_000_000}
@@ -97,12 +97,9 @@ def _worker(method: str, source: str, path: str, db: str) -> None:
 
 def _run(method: str, source: str, path: Path, tmp: Path) -> dict:
     db = tmp / f"{method}_{source}.duckdb"
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.bench_ingest", "--worker", method, source, str(path), str(db)],
-        capture_output=True, text=True, check=True,
-    )
+    result = run_worker("benchmarks.bench_ingest", "--worker", method, source, path, db)
     db.unlink(missing_ok=True)
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
 
 
 def main() -> None:

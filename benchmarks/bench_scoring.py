@@ -14,7 +14,6 @@ import datetime as dt
 import json
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from churn_assets.features.feature_spec import CATEGORICAL_COLUMNS, FEATURE_COLUMNS, NUMERIC_COLUMNS
+from benchmarks._common import run_worker
 
 CANDIDATES = 250_000
 TRAIN_ROWS = 20_000
@@ -127,11 +127,7 @@ def main() -> None:
         print(f"setup: model of {model.booster.num_trees()} trees, {n} candidates, {time.perf_counter() - t0:.1f} s")
         results = {}
         for side in ("scoring", "baseline"):
-            out = subprocess.run(
-                [sys.executable, "-m", "benchmarks.bench_scoring", "--side", side, str(workdir)],
-                check=True, capture_output=True, text=True,
-            )
-            results[side] = json.loads(out.stdout.strip().splitlines()[-1])
+            results[side] = run_worker("benchmarks.bench_scoring", "--side", side, workdir)
     base = results["baseline"]["seconds"]
     print(f"\n{'side':<34}{'rows':>9}{'explained':>11}{'seconds':>9}{'rows/s':>10}{'peak RSS MB':>13}{'x baseline':>12}")
     labels = {"scoring": "score_members, reasons for A/B", "baseline": "baseline: SHAP for every row"}

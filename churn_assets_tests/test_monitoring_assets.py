@@ -13,7 +13,7 @@ import pytest
 from mlflow import MlflowClient
 
 from churn_assets.features.feature_spec import CATEGORICAL_COLUMNS, FEATURE_COLUMNS
-from churn_assets.monitoring.assets import DRIFT_REPORT_KEY, MODEL_PERFORMANCE_KEY, drift_report, model_performance
+from churn_assets.monitoring.assets import drift_report, model_performance
 from churn_assets.resources import Warehouse
 
 WEEK = dt.date(2017, 3, 6)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import ast
 import base64
 import re
-import socket
 import socketserver
 import subprocess
 import threading

@@ -7,10 +7,8 @@ Evidently (~10 s) and MLflow (~5 s) are imported inside the assets so the code
 server loads the definitions quickly. (No `from __future__ import annotations`:
 Dagster reads the Config annotations at definition time.)
 """
-import datetime as dt
 import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import dagster as dg
 import pandas as pd

@@ -222,7 +222,6 @@ def simulate(rng_regular: np.random.Generator, rng_wave: np.random.Generator, n_
     n_dormant = round(n_initial * DORMANT_SHARE)
     st = _Streams(rng_regular, rng_wave, n_initial + n_dormant + int(regular.sum()), int(wave_counts.sum()))
     mem = make_members(st, n_initial, n_dormant, month_days, regular, wave_counts, end)
-    n = len(mem)
     plans = _Plans(scenarios.get("price_rise"))
     # a scenario acts on decisions whose consequences (renewals) are all dated on or after its start
     late = {k: v + EARLIEST_RENEWAL for k, v in scenarios.items()}
@@ -255,7 +254,6 @@ def simulate(rng_regular: np.random.Generator, rng_wave: np.random.Generator, n_
 
     while pending.any():
         i = np.nonzero(pending)[0]
-        k = len(i)
         u, z = st.u(21)[:, i], st.z(3)[:, i]
         s0 = sat[i]
         s1 = SAT_RHO * s0 + SAT_SD * z[0]
