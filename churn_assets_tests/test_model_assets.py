@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from churn_assets.model import assets as A
 from churn_assets.model.registry import alias_version, load_production
-from churn_assets.model.toy import write_toy_world
+from churn_assets_tests.toy_world import write_toy_world
 from churn_assets.resources import Warehouse
 from churn_assets.settings import paths_from_env
 from churn_assets_tests.test_model_support import fresh_mlflow_store

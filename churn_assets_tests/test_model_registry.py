@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from churn_assets.model import registry as R
 from churn_assets.model.data import load_training_frame
-from churn_assets.model.toy import write_toy_world
+from churn_assets_tests.toy_world import write_toy_world
 from churn_assets.model.training import train_churn_model
 from churn_assets_tests.test_model_support import fresh_mlflow_store
 

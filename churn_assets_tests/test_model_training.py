@@ -11,7 +11,7 @@ import pytest
 from churn_assets.features.feature_spec import FEATURE_COLUMNS, KEY_COLUMNS
 from churn_assets.model.data import labelled_months, load_training_frame
 from churn_assets.model.pyfunc import PREDICT_COLUMNS, ChurnModel
-from churn_assets.model.toy import write_toy_world
+from churn_assets_tests.toy_world import write_toy_world
 from churn_assets.model.training import (
     calibration_table,
     evaluate,

@@ -6,7 +6,14 @@ Great Expectations suites in quality.py, the profile in profiling.py.
 
 import dagster as dg
 
-from churn_assets.ingest.loading import LoadResult, ensure_raw_schema, find_source_file, load_drop_file, read_raw_partition
+from churn_assets.ingest.loading import (
+    SOURCES,
+    LoadResult,
+    ensure_raw_schema,
+    find_source_file,
+    load_drop_file,
+    read_raw_partition,
+)
 from churn_assets.ingest.profiling import column_profile, markdown_preview
 from churn_assets.ingest.quality import validate_raw
 from churn_assets.partitions import drop_folder_name, month_of, monthly_partitions
@@ -79,15 +86,15 @@ def _build_raw_asset(source: str) -> dg.AssetsDefinition:
 
         with warehouse.get_connection() as con:
             result = load_drop_file(con, source, path, month)
-            frame = read_raw_partition(con, source, month)
-            sample = frame.sample(n=min(len(frame), GX_SAMPLE_ROWS), random_state=42) if len(frame) else frame
-            table = "raw." + source
-            where = None if source == "members" else ("target_month" if source == "churn_labels" else "partition_month")
-            profile = column_profile(con, table, f"{where} = ?" if where else None, [month] if where else None)
+            # a fixed-seed sample, never the whole partition, reaches pandas (20 M log rows a month)
+            sample = read_raw_partition(con, source, month, sample_rows=GX_SAMPLE_ROWS)
+            spec = SOURCES[source]
+            where = None if spec.snapshot else f"{spec.partition_column} = ?"
+            profile = column_profile(con, spec.table, where, None if spec.snapshot else [month])
 
         quality = validate_raw(source, sample)
-        metadata = _load_metadata(result, len(frame))
-        metadata["preview"] = dg.MetadataValue.md(markdown_preview(frame))
+        metadata = _load_metadata(result, int(profile["rows"].iloc[0]) if len(profile) else 0)
+        metadata["preview"] = dg.MetadataValue.md(markdown_preview(sample))
         metadata["profile"] = dg.MetadataValue.md(profile.to_markdown(index=False))
         if result.skipped:
             metadata["skipped"] = result.skipped

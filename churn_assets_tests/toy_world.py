@@ -1,4 +1,4 @@
-"""A small learnable feature/label world for the model tests and benchmark.
+"""A small learnable feature/label world for the model tests (test support, not shipped).
 
 Not the simulator (churn_assets.synthetic): it writes the feature store directly, with a
 known true churn probability per row (a logistic function of a few features plus noise
@@ -14,11 +14,11 @@ import numpy as np
 import pandas as pd
 
 from churn_assets.features.feature_spec import FEATURE_COLUMNS, KEY_COLUMNS
+from churn_assets.ingest.loading import ensure_raw_schema
 from churn_assets.partitions import add_months
 from churn_assets.warehouse import replace_partition
 
 HIDDEN_NOISE = 0.5  # sd of the logit noise behind the true probability
-_RAW_SCHEMA = Path(__file__).parents[1] / "ingest" / "raw_schema.sql"
 
 
 def toy_month(month: dt.date, n_members: int, seed: int, shift: float = 0.0) -> pd.DataFrame:
@@ -112,7 +112,7 @@ def write_toy_world(
     before the first month, so every month counts as having full 90-day feature windows for
     the trainer's min_history_months). Returns the oracle:
     msno, target_month, true_churn_probability, observable_churn_probability, is_churn."""
-    con.execute(_RAW_SCHEMA.read_text())
+    ensure_raw_schema(con)
     oracle = []
     for month in months:
         f = toy_month(month, n_members, seed, shift)
