@@ -7,7 +7,6 @@ the model cannot see), so a model's hold-out quality can be compared with the ce
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 
 import duckdb
 import numpy as np
