@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from datetime import date, timedelta
 
 import dagster as dg
@@ -18,6 +19,16 @@ monthly_partitions = dg.MonthlyPartitionsDefinition(start_date=FIRST_MONTH)
 # end_offset=1: the week starting today is a partition on its Monday, so the
 # Monday schedule scores the coming week rather than the one that just ended.
 weekly_partitions = dg.WeeklyPartitionsDefinition(start_date=FIRST_WEEK, day_offset=1, end_offset=1)  # 1 = Monday
+
+def window_mapping(start_offset: int, end_offset: int) -> dg.TimeWindowPartitionMapping:
+    """Upstream partitions from start_offset to end_offset around the downstream one;
+    those before the first partition are simply absent (not an error)."""
+    with warnings.catch_warnings():  # allow_nonexistent_upstream_partitions is marked beta
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        return dg.TimeWindowPartitionMapping(
+            start_offset=start_offset, end_offset=end_offset, allow_nonexistent_upstream_partitions=True
+        )
+
 
 _MONTH_KEY = re.compile(r"^\d{4}-\d{2}-01$")
 _DAY_KEY = re.compile(r"^\d{4}-\d{2}-\d{2}$")

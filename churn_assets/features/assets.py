@@ -7,7 +7,7 @@ import dagster as dg
 from churn_assets.features.kpi import churn_chart_png, monthly_churn_kpi
 from churn_assets.features.labels import compute_labels, final_after, labels_final
 from churn_assets.features.member_features import build_member_features
-from churn_assets.partitions import month_of, monthly_partitions
+from churn_assets.partitions import month_of, monthly_partitions, window_mapping
 from churn_assets.resources import Warehouse
 from churn_assets.settings import paths_from_env
 from churn_assets.warehouse import frame_metadata, replace_partition, table_exists
@@ -21,9 +21,9 @@ RAW_CHURN_LABELS = dg.AssetKey(["raw", "churn_labels"])
 # Labels of M read the history month M-1 and renewals up to the month that makes
 # them final (M+1, M+2 for January). Features of M read at most 90 days back.
 # The KPI reads every earlier month (first transactions, long plans still active).
-_labels_window = dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=2, allow_nonexistent_upstream_partitions=True)
-_history_window = dg.TimeWindowPartitionMapping(start_offset=-4, end_offset=-1, allow_nonexistent_upstream_partitions=True)
-_all_before = dg.TimeWindowPartitionMapping(start_offset=-1200, end_offset=0, allow_nonexistent_upstream_partitions=True)
+_labels_window = window_mapping(-1, 2)
+_history_window = window_mapping(-4, -1)
+_all_before = window_mapping(-1200, 0)
 
 MIN_LABEL_AGREEMENT = 0.999
 

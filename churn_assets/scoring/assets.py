@@ -14,7 +14,7 @@ import pandas as pd
 from pydantic import Field
 
 from churn_assets.features.member_features import build_member_features, expiring_members
-from churn_assets.partitions import week_of, weekly_partitions
+from churn_assets.partitions import week_of, weekly_partitions, window_mapping
 from churn_assets.resources import SmtpResource, Warehouse
 from churn_assets.scoring.buckets import A_THRESHOLD, B_THRESHOLD, BUCKETS
 from churn_assets.scoring.emailer import ReportDeliveryError, recipient_list, send_report
@@ -32,7 +32,7 @@ CHURN_SCORES_KEY = dg.AssetKey(["scoring", "churn_scores"])
 REPORT_KEY = dg.AssetKey(["reports", "weekly_churn_report"])
 PRODUCTION_MODEL_KEY = dg.AssetKey(["ml", "production_model"])
 # features as of a Monday read up to a year of monthly raw partitions before it (offsets in weeks)
-_history_window = dg.TimeWindowPartitionMapping(start_offset=-52, end_offset=-1, allow_nonexistent_upstream_partitions=True)
+_history_window = window_mapping(-13, -1)  # the weeks of the 90 days the features read
 RAW_DEPS = [
     dg.AssetDep(dg.AssetKey(["raw", "transactions"]), partition_mapping=_history_window),
     dg.AssetDep(dg.AssetKey(["raw", "user_logs"]), partition_mapping=_history_window),
