@@ -35,6 +35,7 @@ DEFAULT_WORLD = {"start": "2016-05", "months": 12, "scenarios": [("channel_shift
 TRAIN_MONTHS, MIN_HISTORY_MONTHS = 3, 3  # the model asset's TrainConfig defaults
 # The demo's one departure from production config: Optuna gets 5 trials, not 20,
 # so a sensor-requested retune fits the demo's time budget.
+QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 DEMO_RUN_CONFIG = {"retune_job": {"ops": {"ml__churn_model": {"config": {"mode": "retune", "n_trials": 5, "timeout_s": 120.0}}}}}
 
 
@@ -73,8 +74,12 @@ class Replay:
     def run(self, job_name: str, partition_key: str | None = None, tags: dict | None = None,
             run_config: dict | None = None) -> bool:
         job = self.defs.resolve_job_def(job_name)
+        # the console shows warnings only; every event still goes to the instance (make ui)
+        config = {**(run_config or self.run_config.get(job_name) or {}), **QUIET_CONSOLE}
         result = job.execute_in_process(instance=self.instance, partition_key=partition_key, tags=tags or {},
-                                        run_config=run_config or self.run_config.get(job_name), raise_on_error=False)
+                                        run_config=config, raise_on_error=False)
+        if not result.success:
+            print(f"  run {job_name} {partition_key or ''} did not succeed (run {result.run_id[:8]}; see make ui)")
         self.summary.runs.append({"job": job_name, "partition": partition_key, "success": result.success,
                                   "run_id": result.run_id, "tags": dict(tags or {})})
         return result.success
@@ -170,6 +175,8 @@ def run_demo(members: int = 20_000, seed: int = 7, reset: bool = True, world: di
     production = False
 
     for month in months:
+        print(f"{month:%Y-%m}: drop delivered; {len(summary.runs)} runs so far, "
+              f"{time.perf_counter() - started:.0f} s", flush=True)
         t = time.perf_counter()
         shutil.copytree(source / "landing" / f"{month:%Y-%m}", paths.landing / f"{month:%Y-%m}", dirs_exist_ok=True)
         replay.tick("landing_sensor")
