@@ -34,7 +34,7 @@ from churn_assets.features.member_features import build_member_features
 from churn_assets.ingest.loading import load_drop_file
 from churn_assets.model.training import evaluate, train_churn_model
 from churn_assets.model.tuning import tune
-from churn_assets.partitions import add_months
+from churn_assets.months import add_months
 from churn_assets.synthetic.simulator import generate_world
 
 START, MONTHS, SCENARIOS = "2016-05", 12, [("channel_shift", "2017-02")]

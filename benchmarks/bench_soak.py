@@ -36,7 +36,7 @@ def _rss_mb(who=resource.RUSAGE_SELF) -> float:
 
 def _months() -> list[dt.date]:
     first = dt.date.fromisoformat(START + "-01")
-    from churn_assets.partitions import add_months
+    from churn_assets.months import add_months
 
     return [add_months(first, i) for i in range(MONTHS)]
 
@@ -192,7 +192,7 @@ def main() -> None:
             acc = ingest(con, root / "world" / "landing", stages)
             targets = labels_and_features(con, stages)
             model, valid_month = train(con, targets, stages)
-            from churn_assets.partitions import add_months
+            from churn_assets.months import add_months
 
             score(con, model, add_months(valid_month, 1), stages)
         db_mb = (root / "soak.duckdb").stat().st_size / 1e6

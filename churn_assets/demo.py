@@ -26,7 +26,7 @@ import pandas as pd
 from dagster._core.storage.tags import RUN_KEY_TAG, SENSOR_NAME_TAG
 
 from churn_assets.features.labels import final_after
-from churn_assets.partitions import add_months
+from churn_assets.months import add_months
 from churn_assets.settings import Paths, paths_from_env
 
 # Two more months of history than the 2016-07 start of the brief, so that training

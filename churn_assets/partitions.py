@@ -8,9 +8,10 @@ from __future__ import annotations
 import os
 import re
 import warnings
-from datetime import date, timedelta
+from datetime import date
 
 import dagster as dg
+
 
 FIRST_MONTH = os.environ.get("CHURN_FIRST_MONTH", "2015-01-01")
 FIRST_WEEK = os.environ.get("CHURN_FIRST_WEEK", "2015-01-05")  # a Monday
@@ -50,16 +51,6 @@ def week_of(key: str) -> date:
     if day.weekday() != 0:
         raise ValueError(f"weekly partition key must be a Monday, got {key} ({day:%A})")
     return day
-
-
-def add_months(month: date, n: int) -> date:
-    y, m = divmod(month.year * 12 + month.month - 1 + n, 12)
-    return date(y, m + 1, 1)
-
-
-def month_end(month: date) -> date:
-    """Last day of the month."""
-    return add_months(month, 1) - timedelta(days=1)
 
 
 def drop_folder_name(month: date) -> str:

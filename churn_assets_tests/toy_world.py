@@ -14,7 +14,7 @@ import pandas as pd
 
 from churn_assets.features.feature_spec import FEATURE_COLUMNS, KEY_COLUMNS
 from churn_assets.ingest.loading import ensure_raw_schema
-from churn_assets.partitions import add_months
+from churn_assets.months import add_months
 from churn_assets.warehouse import replace_partition
 
 HIDDEN_NOISE = 0.5  # sd of the logit noise behind the true probability

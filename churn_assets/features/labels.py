@@ -15,6 +15,7 @@ import duckdb
 import pandas as pd
 
 from churn_assets.identifiers import ident
+from churn_assets.months import add_months, month_end
 
 _SQL_PATH = Path(__file__).with_name("labels.sql")
 
@@ -57,17 +58,11 @@ def compute_labels(
     return con.execute(labels_query(transactions), {"target_month": month}).df()
 
 
-def _shift_month(month: dt.date, n: int) -> dt.date:
-    y, m = divmod(month.year * 12 + month.month - 1 + n, 12)
-    return dt.date(y, m + 1, 1)
-
-
 def final_after(target_month: dt.date) -> dt.date:
     """The drop month that makes target month M's labels final: the one holding
     the last day a renewal can still count (M's last day + 29 days). That is
     M+1, except for January, whose 31 January expiries may renew until 1 March."""
-    month_end = _shift_month(validate_month(target_month), 1) - dt.timedelta(days=1)
-    return (month_end + dt.timedelta(days=29)).replace(day=1)
+    return (month_end(validate_month(target_month)) + dt.timedelta(days=29)).replace(day=1)
 
 
 def final_months(con: duckdb.DuckDBPyConnection, transactions: str = "raw.transactions") -> set[dt.date]:
@@ -77,7 +72,7 @@ def final_months(con: duckdb.DuckDBPyConnection, transactions: str = "raw.transa
     except duckdb.CatalogException:
         return set()
     ingested = {r[0].date() if isinstance(r[0], dt.datetime) else r[0] for r in rows}
-    candidates = {_shift_month(p, -k) for p in ingested for k in (1, 2)}
+    candidates = {add_months(p, -k) for p in ingested for k in (1, 2)}
     return {m for m in candidates if final_after(m) in ingested}
 
 

@@ -13,7 +13,7 @@ import pandas as pd
 
 from churn_assets.features.feature_spec import FEATURE_COLUMNS, KEY_COLUMNS
 from churn_assets.features.labels import final_months
-from churn_assets.partitions import add_months
+from churn_assets.months import add_months
 from churn_assets.warehouse import ident, table_exists
 
 TARGET = "is_churn"
