@@ -7,7 +7,6 @@ Evidently (~10 s) and MLflow (~5 s) are imported inside the assets so the code
 server loads the definitions quickly. (No `from __future__ import annotations`:
 Dagster reads the Config annotations at definition time.)
 """
-import tempfile
 from collections.abc import Iterator
 
 import dagster as dg
@@ -31,8 +30,6 @@ PRODUCTION_MODEL_KEY = dg.AssetKey(["ml", "production_model"])
 LABELS_KEY = dg.AssetKey(["features", "labels"])
 
 MODEL_NAME = "churn_model"
-REFERENCE_FEATURES = "reference/reference_features.parquet"
-REFERENCE_SCORES = "reference/validation_scores.parquet"
 DRIFT_REPORTS_TABLE = "monitoring.drift_reports"
 DRIFT_COLUMNS_TABLE = "monitoring.drift_columns"
 PERFORMANCE_TABLE = "monitoring.model_performance"
@@ -51,18 +48,11 @@ def _mlflow_client():
 
 def load_reference(model_version: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The training reference sample and validation scores logged with the run
-    that produced `churn_model` version `model_version`."""
-    import mlflow.artifacts
+    that produced `churn_model` version `model_version` (the model domain's evidence)."""
+    from churn_assets.model.registry import training_evidence  # MLflow: imported only when run
 
-    client, uri = _mlflow_client()
-    run_id = client.get_model_version(MODEL_NAME, str(model_version)).run_id
-    with tempfile.TemporaryDirectory() as tmp:
-        frames = [
-            pd.read_parquet(mlflow.artifacts.download_artifacts(
-                run_id=run_id, artifact_path=path, dst_path=tmp, tracking_uri=uri))
-            for path in (REFERENCE_FEATURES, REFERENCE_SCORES)
-        ]
-    return frames[0], frames[1]
+    evidence = training_evidence(_mlflow_client()[0], model_version)
+    return evidence.reference_sample, evidence.validation_predictions
 
 
 def validation_metrics(model_version: str) -> dict[str, float]:
