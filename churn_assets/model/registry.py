@@ -46,6 +46,7 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 REFERENCE_FEATURES = "reference/reference_features.parquet"
 VALIDATION_SCORES = "reference/validation_scores.parquet"
+FEATURE_IMPORTANCE = "evaluation/feature_importance.csv"
 
 
 def pip_requirements() -> list[str]:
@@ -76,6 +77,8 @@ class TrainingEvidence:
     validation_predictions: pd.DataFrame
     reference_sample: pd.DataFrame
     model: ChurnModel | None = None
+    feature_importance: pd.DataFrame | None = None  # feature, gain, split (the drift weights)
+    tags: dict[str, str] = field(default_factory=dict)  # the version's tags (valid_month, trained_through, ...)
 
 
 @dataclass(frozen=True)
@@ -166,7 +169,7 @@ def log_training(
             for rel, frame in (
                 (REFERENCE_FEATURES, result.reference_sample),
                 (VALIDATION_SCORES, result.validation_predictions),
-                ("evaluation/feature_importance.csv", result.feature_importance),
+                (FEATURE_IMPORTANCE, result.feature_importance),
                 ("evaluation/calibration_curve.csv", result.calibration_curve),
             ):
                 path = Path(tmp) / Path(rel).name
@@ -236,16 +239,23 @@ def production_params(client: MlflowClient) -> dict | None:
 
 def training_evidence(client: MlflowClient, version: str) -> TrainingEvidence:
     """Metrics and reference artifacts of the run that produced `version`."""
-    run = client.get_run(client.get_model_version(MODEL_NAME, str(version)).run_id)
+    model_version = client.get_model_version(MODEL_NAME, str(version))
+    run = client.get_run(model_version.run_id)
     m = run.data.metrics
     with tempfile.TemporaryDirectory() as tmp:
         ref = pd.read_parquet(client.download_artifacts(run.info.run_id, REFERENCE_FEATURES, tmp))
         val = pd.read_parquet(client.download_artifacts(run.info.run_id, VALIDATION_SCORES, tmp))
+        try:
+            importance = pd.read_csv(client.download_artifacts(run.info.run_id, FEATURE_IMPORTANCE, tmp))
+        except (MlflowException, OSError):  # a run logged before importance was an artifact
+            importance = None
     return TrainingEvidence(
         metrics={k: m[f"valid_{k}"] for k in METRIC_NAMES if f"valid_{k}" in m},
         baseline_metrics={k: m[f"baseline_{k}"] for k in METRIC_NAMES if f"baseline_{k}" in m},
         validation_predictions=val,
         reference_sample=ref,
+        feature_importance=importance,
+        tags=dict(model_version.tags),
     )
 
 
