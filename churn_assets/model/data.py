@@ -63,3 +63,10 @@ def labelled_months(con: duckdb.DuckDBPyConnection, min_history_months: int = 0)
     final = final_months(con)
     months = [_as_date(r[0]) for r in con.execute(_LABELLED_SQL).fetchall()]
     return [m for m in months if m in final and m >= add_months(first, min_history_months)]
+
+
+def newest_trainable_month(con: duckdb.DuckDBPyConnection, min_history_months: int = 3) -> dt.date | None:
+    """The newest final labelled month a training run could use now (None: none yet).
+    A retrain can change the model only when this is newer than what production learned."""
+    months = labelled_months(con, min_history_months)
+    return months[-1] if months else None

@@ -39,6 +39,11 @@ STAGING, PRODUCTION = "staging", "production"
 TAG_AUTOMATED = "gate.automated"
 TAG_ACCEPTANCE = "gate.acceptance"
 PASSED, FAILED = "passed", "failed"
+# Version tags naming the data a version learned: the newest labelled month in its
+# training window (validation month included once the recipe is refit on it), and a
+# fingerprint of data + parameters (two versions with the same one are the same model).
+TAG_TRAINED_THROUGH = "trained_through"
+TAG_FINGERPRINT = "training_fingerprint"
 AUC_FLOOR, LOG_LOSS_CEILING = 0.70, 0.35
 METRIC_NAMES = ("auc", "pr_auc", "log_loss", "brier", "ece", "recall_a", "precision_a", "lift_top_decile")
 # artifact downloads here are a few small files: their tqdm bars only clutter run logs
@@ -235,6 +240,13 @@ def production_params(client: MlflowClient) -> dict | None:
     run_id = client.get_model_version(MODEL_NAME, version).run_id
     with tempfile.TemporaryDirectory() as tmp:
         return json.loads(Path(client.download_artifacts(run_id, "params.json", tmp)).read_text())
+
+
+def trained_through(tags: dict[str, str]) -> str:
+    """ISO date of the newest labelled month a version learned from its tags ('' unknown).
+    Versions logged before the tag existed learned up to their validation month's predecessor;
+    their valid_month is the safe upper bound."""
+    return tags.get(TAG_TRAINED_THROUGH) or tags.get("valid_month", "")
 
 
 def training_evidence(client: MlflowClient, version: str) -> TrainingEvidence:
