@@ -5,7 +5,7 @@ import base64
 import dagster as dg
 
 from churn_assets.features.kpi import churn_chart_png, monthly_churn_kpi
-from churn_assets.features.labels import compute_labels, final_after, labels_final
+from churn_assets.features.labels import compute_labels, final_on, labels_final
 from churn_assets.features.member_features import build_member_features
 from churn_assets.partitions import month_of, monthly_partitions, window_mapping
 from churn_assets.resources import Warehouse
@@ -53,7 +53,7 @@ def labels(context: dg.AssetExecutionContext, warehouse: Warehouse):
     churn_rate = float(frame["is_churn"].mean()) if len(frame) else 0.0
     yield dg.MaterializeResult(metadata=frame_metadata(frame, extra={
         "candidates": len(frame), "churn_rate": churn_rate, "final": final,
-        "note": "final" if final else f"not final: renewals of {month:%Y-%m} expiries are still open until {final_after(month):%Y-%m} is ingested",
+        "note": "final" if final else f"not final: renewals of {month:%Y-%m} expiries count until the data reaches {final_on(month)}",
     }))
     n_published, n_matched, n_agree = published
     agreement = n_agree / n_published if n_published else 1.0

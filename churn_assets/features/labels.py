@@ -65,15 +65,60 @@ def final_after(target_month: dt.date) -> dt.date:
     return (month_end(validate_month(target_month)) + dt.timedelta(days=29)).replace(day=1)
 
 
-def final_months(con: duckdb.DuckDBPyConnection, transactions: str = "raw.transactions") -> set[dt.date]:
-    """Target months whose labels are final given the ingested transaction partitions."""
+def final_on(target_month: dt.date) -> dt.date:
+    """The first day M's labels are final: the data must reach M's last day + 29 days,
+    the last day a renewal still counts, so the watermark must be past it."""
+    return month_end(validate_month(target_month)) + dt.timedelta(days=30)
+
+
+_WATERMARK_SQL = """
+SELECT max(d) FROM (
+    SELECT max(transaction_date) AS d FROM {transactions} WHERE partition_month = $month
+    UNION ALL SELECT max(date) FROM {user_logs} WHERE partition_month = $month)
+"""
+
+
+def _ingested_months(con: duckdb.DuckDBPyConnection, transactions: str) -> set[dt.date]:
     try:
         rows = con.execute(f"SELECT DISTINCT partition_month FROM {ident(transactions)}").fetchall()
     except duckdb.CatalogException:
         return set()
-    ingested = {r[0].date() if isinstance(r[0], dt.datetime) else r[0] for r in rows}
+    return {r[0].date() if isinstance(r[0], dt.datetime) else r[0] for r in rows}
+
+
+def data_watermark(
+    con: duckdb.DuckDBPyConnection, transactions: str = "raw.transactions", user_logs: str = "raw.user_logs"
+) -> dt.date | None:
+    """The day after the newest transaction or listening row of the newest ingested drop:
+    everything dated before it has arrived (drops can be delivered part-way through their
+    month, e.g. weekly). None when nothing is ingested."""
+    ingested = _ingested_months(con, transactions)
+    if not ingested:
+        return None
+    newest = max(ingested)
+    try:
+        sql = _WATERMARK_SQL.format(transactions=ident(transactions), user_logs=ident(user_logs))
+        day = con.execute(sql, {"month": newest}).fetchone()[0]
+    except duckdb.CatalogException:  # no listening table yet: transactions alone
+        day = con.execute(f"SELECT max(transaction_date) FROM {ident(transactions)} WHERE partition_month = ?",
+                          [newest]).fetchone()[0]
+    if day is None:  # an empty (header-only) drop: it vouches for nothing past its month's start
+        return newest
+    day = day.date() if isinstance(day, dt.datetime) else day
+    return day + dt.timedelta(days=1)
+
+
+def final_months(
+    con: duckdb.DuckDBPyConnection, transactions: str = "raw.transactions", user_logs: str = "raw.user_logs"
+) -> set[dt.date]:
+    """Target months whose labels are final given the data that has arrived: the drop
+    holding M's last renewal day is ingested and the data watermark is past that day."""
+    ingested = _ingested_months(con, transactions)
+    watermark = data_watermark(con, transactions, user_logs)
+    if watermark is None:
+        return set()
     candidates = {add_months(p, -k) for p in ingested for k in (1, 2)}
-    return {m for m in candidates if final_after(m) in ingested}
+    return {m for m in candidates if final_after(m) in ingested and final_on(m) <= watermark}
 
 
 def labels_final(con: duckdb.DuckDBPyConnection, target_month: dt.date) -> bool:
