@@ -33,9 +33,14 @@ def main(argv: list[str] | None = None) -> int:
     kaggle.add_argument("source_dir", type=Path)
     kaggle.add_argument("--out", type=Path, default=None)
 
-    demo = sub.add_parser("demo", help="replay the default world through the asset graph and summarise")
+    demo = sub.add_parser("demo", help="replay a world Monday by Monday through the asset graph and summarise")
     demo.add_argument("--members", type=int, default=20_000)
     demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--start", default=None, help="first month, YYYY-MM (default 2016-05)")
+    demo.add_argument("--months", type=int, default=None, help="months in the world (default 14)")
+    demo.add_argument("--scenario", type=_scenario, action="append",
+                      help="NAME@YYYY-MM, repeatable; 'none@2016-05' for a stationary world "
+                           "(default channel_shift@2017-02)")
     demo.add_argument("--keep", action="store_true", help="do not reset the warehouse, MLflow and instance first")
 
     args = parser.parse_args(argv)
@@ -51,9 +56,11 @@ def main(argv: list[str] | None = None) -> int:
 
         print(import_kaggle(args.source_dir, args.out or paths_from_env().data_dir))
     elif args.command == "demo":
-        from churn_assets.demo import run_demo
+        from churn_assets.demo import DEFAULT_WORLD, run_demo
 
-        print(run_demo(members=args.members, seed=args.seed, reset=not args.keep).render())
+        world = {"start": args.start or DEFAULT_WORLD["start"], "months": args.months or DEFAULT_WORLD["months"],
+                 "scenarios": args.scenario or DEFAULT_WORLD["scenarios"]}
+        print(run_demo(members=args.members, seed=args.seed, reset=not args.keep, world=world).render())
     return 0
 
 

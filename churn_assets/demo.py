@@ -25,13 +25,15 @@ import duckdb
 import pandas as pd
 from dagster._core.storage.tags import RUN_KEY_TAG, SENSOR_NAME_TAG
 
-from churn_assets.features.labels import final_after
 from churn_assets.months import add_months
 from churn_assets.settings import Paths, paths_from_env
 
-# Two more months of history than the 2016-07 start of the brief, so that training
-# months have full 90-day feature windows and pre-shift weeks get scored too.
-DEFAULT_WORLD = {"start": "2016-05", "months": 12, "scenarios": [("channel_shift", "2017-02")]}
+# 2016-05..2017-06: two months of history before the 2016-07 start of the brief, so that
+# training months have full 90-day feature windows; the first model once Aug-Nov are final
+# (30 Dec), scoring from 2 Jan. The shift of Feb 2017 first reaches labels in March's
+# candidates (Feb sign-ups expiring in March), final on 30 April: the world runs to June so
+# the replay shows the model learning it and the drift settling afterwards.
+DEFAULT_WORLD = {"start": "2016-05", "months": 14, "scenarios": [("channel_shift", "2017-02")]}
 TRAIN_MONTHS, MIN_HISTORY_MONTHS = 3, 3  # the model asset's TrainConfig defaults
 # The demo's one departure from production config: Optuna gets 5 trials, not 20,
 # so a sensor-requested retune fits the demo's time budget.
@@ -44,12 +46,20 @@ class DemoSummary:
     phases: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     runs: list[dict] = field(default_factory=list)
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    world: dict = field(default_factory=dict)
+    story: list[str] = field(default_factory=list)
 
     def render(self) -> str:
         lines = ["", "=== churn-assets demo summary ==="]
+        if self.world:
+            lines.append("world: " + ", ".join(f"{k}={v}" for k, v in self.world.items()))
         failed = [r for r in self.runs if not r["success"]]
-        lines.append(f"Dagster runs: {len(self.runs)} ({len(failed)} failed)"
-                     + "".join(f"\n  FAILED {r['job']} {r['partition']}" for r in failed))
+        # a training run whose challenger the gate refused fails its blocking check: a decision, not a fault
+        lines.append(f"Dagster runs: {len(self.runs)} ({len(failed)} did not succeed)"
+                     + "".join(f"\n  {'REFUSED/FAILED' if r['job'] in ('train_job', 'retune_job') else 'FAILED'} "
+                               f"{r['job']} {r['partition'] or ''} (week {r.get('week')})" for r in failed))
+        if self.story:
+            lines += ["", "-- the loop's story --", *self.story]
         for title, frame in self.tables.items():
             if frame is not None and len(frame):
                 lines += ["", f"-- {title} --", frame.to_string(index=False)]
@@ -66,6 +76,7 @@ class Replay:
                  run_config: dict[str, dict] | None = None):
         self.defs, self.instance, self.summary = defs, instance, summary
         self.run_config = run_config or {}  # job name -> run config, for every run of that job
+        self.week: date | None = None  # the replay's current Monday, recorded with each run
         self.cursors: dict[str, str | None] = {}
 
     def has_job(self, name: str) -> bool:
@@ -81,7 +92,8 @@ class Replay:
         if not result.success:
             print(f"  run {job_name} {partition_key or ''} did not succeed (run {result.run_id[:8]}; see make ui)")
         self.summary.runs.append({"job": job_name, "partition": partition_key, "success": result.success,
-                                  "run_id": result.run_id, "tags": dict(tags or {})})
+                                  "run_id": result.run_id, "tags": dict(tags or {}),
+                                  "week": self.week.isoformat() if self.week else None})
         return result.success
 
     def tick(self, sensor_name: str) -> list[dg.RunRequest]:
@@ -135,6 +147,15 @@ def ensure_world(paths: Paths, members: int, seed: int, world: dict) -> Path:
     return source
 
 
+def _final_months(paths: Paths) -> set[date]:
+    from churn_assets.features.labels import final_months
+
+    if not paths.duckdb_path.exists():
+        return set()
+    with duckdb.connect(str(paths.duckdb_path), read_only=True) as con:
+        return final_months(con)
+
+
 def _trainable_months(paths: Paths) -> list[date]:
     from churn_assets.model.data import labelled_months
 
@@ -150,14 +171,28 @@ def _query(paths: Paths, sql: str) -> pd.DataFrame | None:
         return None  # the table does not exist (yet): that stage has not run
 
 
+def replay_mondays(months: list[date]) -> list[date]:
+    """Every Monday from the first one inside the world to the first one after its data
+    ends (that last Monday sees the final month whole)."""
+    first = mondays_in(months[0])[0]
+    end = add_months(months[-1], 1)
+    last = end + timedelta(days=(7 - end.weekday()) % 7)
+    return [first + timedelta(weeks=i) for i in range((last - first).days // 7 + 1)]
+
+
 def run_demo(members: int = 20_000, seed: int = 7, reset: bool = True, world: dict | None = None,
              instance: dg.DagsterInstance | None = None, run_config: dict[str, dict] | None = None) -> DemoSummary:
-    """Replay a world; `run_config` (job name -> run config) replaces DEMO_RUN_CONFIG."""
+    """Replay a world Monday by Monday; `run_config` (job name -> run config) replaces DEMO_RUN_CONFIG.
+
+    Time-true: on each Monday the landing area holds only what had happened before it
+    (DropCutter), the sensors see that, labels count once final by the data's watermark,
+    and the model that scores the Monday was gated on labels final by then."""
     from churn_assets.definitions import build_definitions
+    from churn_assets.synthetic.delivery import DropCutter
 
     world = world or DEFAULT_WORLD
     paths = paths_from_env()
-    summary = DemoSummary()
+    summary = DemoSummary(world={"members": members, "seed": seed, **world})
     started = time.perf_counter()
     if reset:
         reset_state(paths)
@@ -171,25 +206,28 @@ def run_demo(members: int = 20_000, seed: int = 7, reset: bool = True, world: di
     replay = Replay(build_definitions(), instance, summary, DEMO_RUN_CONFIG if run_config is None else run_config)
     has_model = replay.has_job("train_job")
     has_scoring = replay.has_job("weekly_scoring_job")
-    months = sorted(date.fromisoformat(p.name + "-01") for p in (source / "landing").iterdir() if p.is_dir())
+    drops = DropCutter(source / "landing")
+    months = drops.months()
+    built: set[date] = set()  # target months whose labels/features/KPI are built (final)
     production = False
 
-    for month in months:
-        print(f"{month:%Y-%m}: drop delivered; {len(summary.runs)} runs so far, "
-              f"{time.perf_counter() - started:.0f} s", flush=True)
+    for monday in replay_mondays(months):
+        replay.week = monday
+        if monday.day <= 7:
+            print(f"{monday:%Y-%m}: {len(summary.runs)} runs so far, {time.perf_counter() - started:.0f} s", flush=True)
         t = time.perf_counter()
-        shutil.copytree(source / "landing" / f"{month:%Y-%m}", paths.landing / f"{month:%Y-%m}", dirs_exist_ok=True)
-        replay.tick("landing_sensor")
-        summary.phases["ingest"] += time.perf_counter() - t
+        if drops.deliver(monday, paths.landing):
+            replay.tick("landing_sensor")
+        summary.phases["ingest (weekly deliveries)"] += time.perf_counter() - t
 
         t = time.perf_counter()
-        for target in (add_months(month, -1), month):  # M-1 becomes final; M gets its candidates
+        for target in sorted(_final_months(paths) - built):  # the months this delivery made final
+            built.add(target)
             if target > months[0]:  # the first month has no history window, so no candidates
                 replay.run("features_job", target.isoformat())
-        if replay.has_job("performance_job") and production:  # the months this drop made final
-            for target in (m for m in months if final_after(m) == month):
+            if replay.has_job("performance_job") and production:
                 replay.run("performance_job", target.isoformat())
-        summary.phases["labels, features, KPI"] += time.perf_counter() - t
+        summary.phases["labels, features, KPI, performance"] += time.perf_counter() - t
 
         if has_model and not production and len(_trainable_months(paths)) >= TRAIN_MONTHS + 1:
             t = time.perf_counter()
@@ -197,21 +235,20 @@ def run_demo(members: int = 20_000, seed: int = 7, reset: bool = True, world: di
             summary.phases["first training"] += time.perf_counter() - t
 
         if has_scoring and production:
-            for week in mondays_in(month):
+            t = time.perf_counter()
+            replay.run("weekly_scoring_job", monday.isoformat())
+            summary.phases["weekly scoring + drift"] += time.perf_counter() - t
+            if replay.has_job("train_job"):
                 t = time.perf_counter()
-                replay.run("weekly_scoring_job", week.isoformat())
-                summary.phases["weekly scoring + drift"] += time.perf_counter() - t
-                if replay.has_job("train_job"):
-                    t = time.perf_counter()
-                    replay.tick("drift_retrain_sensor")
-                    summary.phases["sensor-driven retraining"] += time.perf_counter() - t
+                replay.tick("drift_retrain_sensor")
+                summary.phases["sensor-driven retraining"] += time.perf_counter() - t
 
     summary.phases["total"] = time.perf_counter() - started
-    _fill_tables(paths, summary)
+    _fill_tables(paths, summary, source)
     return summary
 
 
-def _fill_tables(paths: Paths, summary: DemoSummary) -> None:
+def _fill_tables(paths: Paths, summary: DemoSummary, source: Path) -> None:
     summary.tables["rows per raw table (loaded / quarantined)"] = _query(paths, """
         SELECT 'members' AS source, (SELECT count(*) FROM raw.members) AS loaded,
                (SELECT count(*) FROM raw.quarantine WHERE source = 'members') AS quarantined
@@ -226,8 +263,9 @@ def _fill_tables(paths: Paths, summary: DemoSummary) -> None:
     summary.tables["labels and KPI per month"] = _query(paths, """
         SELECT k.month, k.active_members, k.new_members, k.renewed, k.churned, round(k.churn_rate, 4) AS churn_rate
         FROM kpi.monthly_churn k ORDER BY k.month""")
-    summary.tables["model promotions"] = _query(paths, """
-        SELECT model_version, stage, decision, reason FROM ml.model_promotions ORDER BY decided_at""")
+    promotions = _promotions(paths, summary)
+    summary.tables["gate decisions"] = None if promotions is None else promotions[
+        ["decided_week", "model_version", "stage", "decision", "trained_through", "reason"]]
     summary.tables["weeks: scores, drift, decisions"] = _query(paths, """
         SELECT s.week_start, s.model_version, count(*) AS scored,
                count(*) FILTER (WHERE bucket = 'A') AS a, count(*) FILTER (WHERE bucket = 'B') AS b,
@@ -238,7 +276,59 @@ def _fill_tables(paths: Paths, summary: DemoSummary) -> None:
     summary.tables["model performance once labels matured"] = _query(paths, """
         SELECT * FROM monitoring.model_performance ORDER BY target_month, model_version""")
     triggered = [r for r in summary.runs if r["tags"].get(SENSOR_NAME_TAG) == "drift_retrain_sensor"]
-    summary.tables["runs requested by drift_retrain_sensor"] = pd.DataFrame(
-        [{"job": r["job"], "week": r["tags"].get("churn/week") or r["tags"].get("churn/month"),
-          "decision": r["tags"].get("churn/decision"), "success": r["success"]} for r in triggered]
-    )
+    sensor_runs = pd.DataFrame(
+        [{"job": r["job"], "week": r["week"], "event": r["tags"].get("churn/week") or r["tags"].get("churn/month"),
+          "decision": r["tags"].get("churn/decision"), "data_window": r["tags"].get("churn/data_window"),
+          "success": r["success"]} for r in triggered],
+        columns=["job", "week", "event", "decision", "data_window", "success"])
+    summary.tables["runs requested by drift_retrain_sensor"] = sensor_runs
+    oracle = _oracle_comparison(paths, source)
+    summary.tables["one-month-ahead quality against the oracle (first score of each expiry cycle)"] = oracle
+
+    from churn_assets.demo_story import story_lines
+    from churn_assets.monitoring.assets import DriftConfig
+
+    weeks = _query(paths, "SELECT week_start, model_version, drift_share, level, decision FROM monitoring.drift_reports")
+    if weeks is None:
+        weeks = _query(paths, "SELECT week_start, model_version, drift_share, decision FROM monitoring.drift_reports")
+    summary.story = story_lines(
+        [tuple(s) for s in summary.world.get("scenarios", [])],
+        weeks if weeks is not None else pd.DataFrame(columns=["week_start", "model_version", "drift_share", "decision"]),
+        promotions if promotions is not None else pd.DataFrame(columns=["stage", "decision"]),
+        sensor_runs, DriftConfig().retrain_at)
+
+
+def _promotions(paths: Paths, summary: DemoSummary) -> pd.DataFrame | None:
+    """ml.model_promotions with the replay week of each decision and the data each version
+    learned (MLflow version tags: the training run's Dagster run id, trained_through)."""
+    frame = _query(paths, "SELECT * FROM ml.model_promotions ORDER BY decided_at")
+    if frame is None or frame.empty:
+        return None
+    from mlflow import MlflowClient
+
+    from churn_assets.model.registry import MODEL_NAME, trained_through
+
+    client = MlflowClient(paths.mlflow_tracking_uri)
+    tags = {str(v.version): v.tags for v in client.search_model_versions(f"name = '{MODEL_NAME}'")}
+    week_of_run = {r["run_id"]: r["week"] for r in summary.runs}
+    frame["model_version"] = frame["model_version"].astype(str)
+    frame["trained_through"] = [trained_through(tags.get(v, {})) for v in frame["model_version"]]
+    frame["decided_week"] = [week_of_run.get(tags.get(v, {}).get("dagster_run_id")) for v in frame["model_version"]]
+    return frame
+
+
+def _oracle_comparison(paths: Paths, source: Path) -> pd.DataFrame | None:
+    """The model's one-month-ahead AUC / log loss beside the simulator oracle's on the same
+    members (evaluation code: the system itself never reads the oracle)."""
+    try:
+        from churn_assets.monitoring.oracle_evaluation import compare_with_oracle
+    except ImportError:
+        return None
+    oracle = source / "oracle" / "renewals.parquet"
+    if not (oracle.exists() and paths.duckdb_path.exists()):
+        return None
+    try:
+        with duckdb.connect(str(paths.duckdb_path), read_only=True) as con:
+            return compare_with_oracle(con, oracle)
+    except duckdb.Error:
+        return None
