@@ -13,11 +13,15 @@ from churn_assets.model.data import labelled_months, load_training_frame
 from churn_assets.model.pyfunc import PREDICT_COLUMNS, ChurnModel
 from churn_assets_tests.toy_world import write_toy_world
 from churn_assets.model.training import (
+    DEFAULT_PARAMS,
+    RUNTIME_PARAMS,
     calibration_table,
     evaluate,
     expected_calibration_error,
+    resolve_threads,
     split_months,
     train_churn_model,
+    training_fingerprint,
 )
 from churn_assets.model.tuning import SEARCH_SPACE, tune
 
@@ -55,7 +59,11 @@ def test_labelled_months_are_final_only():
     write_toy_world(con, MONTHS[:3], 50, seed=1, final=False)
     # 2017-03 labels exist but 2017-04 transactions do not: not final yet
     assert labelled_months(con) == MONTHS[:2]
-    con.execute("INSERT INTO raw.transactions SELECT * REPLACE (DATE '2017-04-01' AS partition_month) FROM raw.transactions LIMIT 1")
+    # an April drop that has arrived up to 04-28 still misses March's last renewal day (04-29)
+    april = "SELECT * REPLACE (DATE '2017-04-01' AS partition_month, DATE '{}' AS transaction_date) FROM raw.transactions LIMIT 1"
+    con.execute("INSERT INTO raw.transactions " + april.format("2017-04-28"))
+    assert labelled_months(con) == MONTHS[:2]
+    con.execute("INSERT INTO raw.transactions " + april.format("2017-04-29"))
     assert labelled_months(con) == MONTHS[:3]
 
 
@@ -109,8 +117,13 @@ def test_trained_model_beats_baseline_and_is_calibrated(world, result):
     v = result.validation_predictions
     assert list(v.columns) == ["msno", "churn_probability", "is_churn"] and len(v) == 2500
     assert v["churn_probability"].between(0, 1).all()
-    assert list(result.reference_sample.columns) == FEATURE_COLUMNS
-    assert len(result.reference_sample) == 7500  # all 3 train months (< 20k rows)
+    # the metrics are the hold-out model's, on the month it never saw
+    valid = frame[frame["target_month"] == VALID]
+    np.testing.assert_allclose(v["churn_probability"], result.holdout_model.predict_proba(valid))
+    # the drift reference: every month the deployable model learned (< 20k rows: all of them)
+    assert list(result.reference_sample.columns) == [*FEATURE_COLUMNS, "target_month"]
+    assert len(result.reference_sample) == 10_000
+    assert result.reference_sample["target_month"].value_counts().to_dict() == {m: 2500 for m in [*TRAIN, VALID]}
     assert result.feature_importance["gain"].is_monotonic_decreasing
     assert result.calibration_curve["count"].sum() == 2500
 
@@ -120,13 +133,71 @@ def test_final_booster_refits_all_train_months(world, result):
     stage1 = train_churn_model(frame, {"refit": False}, TRAIN, VALID, seed=0)
     n_fit = frame["target_month"].isin(TRAIN[:-1]).sum()
     n_train = frame["target_month"].isin(TRAIN).sum()
+    n_all = frame["target_month"].isin([*TRAIN, VALID]).sum()
     # stage 2 runs the early-stopped iteration count scaled by the row ratio, on every train month
-    assert result.best_iteration == round(stage1.best_iteration * n_train / n_fit) > stage1.best_iteration
+    holdout = result.holdout_model
+    assert holdout.best_iteration == result.holdout_iteration == round(stage1.best_iteration * n_train / n_fit)
+    assert holdout.best_iteration > stage1.best_iteration
+    assert holdout.booster.current_iteration() == holdout.best_iteration
+    # the deployable model: the same recipe on the validation month too, rounds scaled again
+    assert result.best_iteration == result.model.best_iteration == round(stage1.best_iteration * n_all / n_fit)
     assert result.model.booster.current_iteration() == result.best_iteration
     # the calibrator is the one fitted out of sample, on stage 1's predictions of the newest month
-    assert result.model.calibrator == stage1.model.calibrator
+    assert result.model.calibrator == holdout.calibrator == stage1.model.calibrator
     assert result.baseline_metrics == stage1.baseline_metrics
     assert result.metrics["log_loss"] != stage1.metrics["log_loss"]
+    # without refit the stage-1 booster ships as it is: it learned the train months only
+    assert stage1.model is stage1.holdout_model and stage1.trained_through == TRAIN[-1]
+    assert result.trained_through == VALID
+
+
+def test_deployable_model_learns_the_validation_month(world, result):
+    _, frame, _ = world
+    # relabel the validation month and add a category seen only there (a new sign-up channel)
+    changed = frame.copy()
+    is_valid = changed["target_month"] == VALID
+    changed.loc[is_valid, "is_churn"] = np.random.default_rng(1).permutation(changed.loc[is_valid, "is_churn"].to_numpy())
+    changed.loc[is_valid & (changed["registered_via"] == "13"), "registered_via"] = "99"
+    other = train_churn_model(changed, None, TRAIN, VALID, seed=0)
+    # the hold-out model never saw the validation month: identical; the deployable one learned it
+    assert other.holdout_model.model_str == result.holdout_model.model_str
+    assert other.model.model_str != result.model.model_str
+    assert "99" in other.model.categories["registered_via"] and "99" not in other.holdout_model.categories["registered_via"]
+    # importance is the deployable booster's (the model that is served and watched for drift)
+    splits = result.model.booster.feature_importance("split", iteration=result.best_iteration)
+    assert result.feature_importance["split"].sum() == splits.sum()
+    # different labels: a different training fingerprint
+    assert other.fingerprint != result.fingerprint
+
+
+def test_training_fingerprint_is_stable_and_sensitive(world, result):
+    _, frame, _ = world
+    fp = training_fingerprint(frame, TRAIN, VALID, None, 0)
+    assert result.fingerprint == fp
+    # row order, runtime settings and months outside the window do not matter
+    shuffled = frame.sample(frac=1.0, random_state=3)
+    assert training_fingerprint(shuffled, TRAIN, VALID, {"num_threads": 2}, 0) == fp
+    assert training_fingerprint(frame[frame["target_month"] != MONTHS[0]], TRAIN, VALID, dict(DEFAULT_PARAMS), 0) == fp
+    # data, window, recipe and seed do
+    one_label = frame.copy()
+    one_label.loc[one_label.index[0], "is_churn"] = 1 - one_label.loc[one_label.index[0], "is_churn"]
+    one_feature = frame.copy()
+    one_feature.loc[one_feature.index[-1], "secs_30d"] += 1.0
+    assert training_fingerprint(one_label, TRAIN, VALID, None, 0) != fp
+    assert training_fingerprint(one_feature, TRAIN, VALID, None, 0) != fp
+    assert training_fingerprint(frame, TRAIN[1:], VALID, None, 0) != fp
+    assert training_fingerprint(frame, TRAIN, VALID, {"num_leaves": 15}, 0) != fp
+    assert training_fingerprint(frame, TRAIN, VALID, None, 1) != fp
+
+
+def test_thread_count_is_runtime_not_recipe(world, result):
+    _, frame, _ = world
+    assert resolve_threads(3) == 3 and resolve_threads(0) >= 1
+    assert result.num_threads == resolve_threads(0)
+    one = train_churn_model(frame, {**result.params, "num_threads": 7}, TRAIN, VALID, seed=0, num_threads=1)
+    assert one.num_threads == 1  # the config's count wins over one smuggled into params
+    assert not set(RUNTIME_PARAMS) & set(one.params) and one.params == result.params
+    assert one.fingerprint == result.fingerprint
 
 
 def test_pyfunc_contract(world, result):
@@ -158,6 +229,7 @@ def test_tune_small_search(world):
     _, frame, _ = world
     params, trials = tune(frame, TRAIN, VALID, n_trials=3, seed=1)
     assert set(SEARCH_SPACE) <= set(params) and params["objective"] == "binary"
+    assert not set(RUNTIME_PARAMS) & set(params)
     assert len(trials) == 3 and {"value", "state"} <= set(trials.columns)
     assert trials["value"].dropna().min() < 0.5
     # the validation month's labels play no part in the search

@@ -108,7 +108,7 @@ def test_runs_of_the_production_profile_land_in_postgres(pg, pg_instance, small_
         result = defs.resolve_job_def("train_job").execute_in_process(
             instance=instance, raise_on_error=False,
             run_config={"ops": {"ml__churn_model": {"config": {"train_months": 2, "min_history_months": 0,
-                                                                "mode": "refit", "auc_floor": 0.5}}}},
+                                                                "mode": "refit", "min_auc_lift": 0.0}}}},
         )
         run_ids[result.run_id] = "train_job"
 

@@ -13,8 +13,9 @@ import numpy as np
 import pandas as pd
 
 from churn_assets.features.feature_spec import FEATURE_COLUMNS, KEY_COLUMNS
+from churn_assets.features.labels import final_after
 from churn_assets.ingest.loading import ensure_raw_schema
-from churn_assets.months import add_months
+from churn_assets.months import add_months, month_end
 from churn_assets.warehouse import replace_partition
 
 HIDDEN_NOISE = 0.5  # sd of the logit noise behind the true probability
@@ -106,10 +107,12 @@ def write_toy_world(
     final: bool = True,
     history_months: int = 3,
 ) -> pd.DataFrame:
-    """Write features.member_features, features.labels and one raw.transactions row per month
-    (plus month+1 when `final`, so every month's labels are final, and the `history_months`
-    before the first month, so every month counts as having full 90-day feature windows for
-    the trainer's min_history_months). Returns the oracle:
+    """Write features.member_features, features.labels and one raw.transactions row per month,
+    dated on the month's last day (the data covers the whole month; plus the months up to the
+    one holding the newest month's last renewal day when `final`, so every month's labels are
+    final by the data watermark, and the `history_months` before the first month, so every
+    month counts as having full 90-day feature windows for the trainer's min_history_months).
+    Returns the oracle:
     msno, target_month, true_churn_probability, observable_churn_probability, is_churn."""
     ensure_raw_schema(con)
     oracle = []
@@ -123,10 +126,16 @@ def write_toy_world(
         replace_partition(con, "features.labels", labels, "target_month", month)
         oracle.append(f[["msno", "as_of", "true_churn_probability", "observable_churn_probability", "is_churn"]].rename(columns={"as_of": "target_month"}))
     history = {add_months(min(months), -i) for i in range(1, history_months + 1)}
-    partitions = sorted(set(months) | history | ({add_months(max(months), 1)} if final else set()))
-    for m in partitions:
+    later = set()
+    if final:
+        m = add_months(max(months), 1)
+        while m <= final_after(max(months)):
+            later.add(m)
+            m = add_months(m, 1)
+    for m in sorted(set(months) | history | later):
         con.execute("DELETE FROM raw.transactions WHERE partition_month = ?", [m])
         con.execute(
-            "INSERT INTO raw.transactions VALUES ('toy', 41, 30, 149, 149, 1, ?, ?, 0, ?)", [m, add_months(m, 1), m]
+            "INSERT INTO raw.transactions VALUES ('toy', 41, 30, 149, 149, 1, ?, ?, 0, ?)",
+            [month_end(m), add_months(m, 1), m],
         )
     return pd.concat(oracle, ignore_index=True)

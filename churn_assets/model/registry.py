@@ -1,10 +1,13 @@
 """MLflow 3 side of the model: log a training run, register it, and gate promotions.
 
-Aliases replace the old stages: `staging` = passed the automated tests, `production` =
-passed acceptance against the incumbent on the same newest labelled month. A version only
-ever gets `production` while it carries the tag gate.automated=passed, re-read right before
-the alias moves. Every decision is written as version tags and (by the caller, with
-`record_promotion`) as a row of ml.model_promotions.
+Aliases replace the old stages: `staging` = passed the automated tests (floors relative to
+the base rate, the logistic baseline, schema), `production` = passed acceptance: a paired
+bootstrap non-inferiority test against the incumbent on the challenger's validation month,
+which must be the newest final labelled month (churn_assets.model.gate holds the maths).
+A version only ever gets `production` while it carries the tag gate.automated=passed,
+re-read right before the alias moves; a version trained on the same data and recipe as
+production (same training_fingerprint) is refused. Every decision is written as version
+tags and (by the caller, with `record_promotion`) as a row of ml.model_promotions.
 """
 from __future__ import annotations
 
@@ -29,8 +32,9 @@ from mlflow.models import infer_signature  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from churn_assets.features.feature_spec import CATEGORICAL_COLUMNS, FEATURE_COLUMNS  # noqa: E402
+from churn_assets.model import gate  # noqa: E402
 from churn_assets.model.pyfunc import PREDICT_COLUMNS, PREDICT_PARAMS, ChurnModel  # noqa: E402
-from churn_assets.model.training import TARGET, TrainingResult, evaluate  # noqa: E402
+from churn_assets.model.training import RUNTIME_PARAMS, TARGET, TrainingResult, evaluate  # noqa: E402
 from churn_assets.settings import paths_from_env  # noqa: E402
 
 EXPERIMENT = "churn"
@@ -44,7 +48,6 @@ PASSED, FAILED = "passed", "failed"
 # fingerprint of data + parameters (two versions with the same one are the same model).
 TAG_TRAINED_THROUGH = "trained_through"
 TAG_FINGERPRINT = "training_fingerprint"
-AUC_FLOOR, LOG_LOSS_CEILING = 0.70, 0.35
 METRIC_NAMES = ("auc", "pr_auc", "log_loss", "brier", "ece", "recall_a", "precision_a", "lift_top_decile")
 # artifact downloads here are a few small files: their tqdm bars only clutter run logs
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -156,7 +159,10 @@ def log_training(
             **result.params,
             "train_months": ",".join(m.isoformat() for m in result.train_months),
             "valid_month": result.valid_month.isoformat(),
+            "trained_through": result.trained_through.isoformat(),
             "best_iteration": result.best_iteration,
+            "holdout_iteration": result.holdout_iteration,
+            "runtime.num_threads": result.num_threads,  # not part of the recipe (params.json)
         })
         mlflow.log_metrics({
             **{f"valid_{k}": v for k, v in result.metrics.items()},
@@ -181,7 +187,7 @@ def log_training(
                 frame.to_parquet(path, index=False) if rel.endswith(".parquet") else frame.to_csv(path, index=False)
                 mlflow.log_artifact(str(path), artifact_path=str(Path(rel).parent))
 
-        sample = result.reference_sample.head(200)
+        sample = result.reference_sample[FEATURE_COLUMNS].head(200)  # the reference also has target_month
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=result.model,
@@ -194,6 +200,8 @@ def log_training(
         for key, value in {
             "valid_month": result.valid_month.isoformat(),
             "train_months": ",".join(m.isoformat() for m in result.train_months),
+            TAG_TRAINED_THROUGH: result.trained_through.isoformat(),
+            TAG_FINGERPRINT: result.fingerprint,
             **(tags or {}),
         }.items():
             client.set_model_version_tag(MODEL_NAME, version, key, str(value))
@@ -233,13 +241,15 @@ def load_production(tracking_uri: str | None = None) -> tuple[ChurnModel, str]:
 
 
 def production_params(client: MlflowClient) -> dict | None:
-    """The production version's training params (params.json of its run), or None."""
+    """The production version's training recipe (params.json of its run), or None. Runtime
+    settings that older runs persisted (num_threads) are dropped: the next run's config sets them."""
     version = alias_version(client, PRODUCTION)
     if version is None:
         return None
     run_id = client.get_model_version(MODEL_NAME, version).run_id
     with tempfile.TemporaryDirectory() as tmp:
-        return json.loads(Path(client.download_artifacts(run_id, "params.json", tmp)).read_text())
+        params = json.loads(Path(client.download_artifacts(run_id, "params.json", tmp)).read_text())
+    return {k: v for k, v in params.items() if k not in RUNTIME_PARAMS}
 
 
 def trained_through(tags: dict[str, str]) -> str:
@@ -247,6 +257,13 @@ def trained_through(tags: dict[str, str]) -> str:
     Versions logged before the tag existed learned up to their validation month's predecessor;
     their valid_month is the safe upper bound."""
     return tags.get(TAG_TRAINED_THROUGH) or tags.get("valid_month", "")
+
+
+def validation_scores(client: MlflowClient, version: str) -> pd.DataFrame:
+    """msno, churn_probability, is_churn: the hold-out predictions logged with `version`."""
+    run_id = client.get_model_version(MODEL_NAME, str(version)).run_id
+    with tempfile.TemporaryDirectory() as tmp:
+        return pd.read_parquet(client.download_artifacts(run_id, VALIDATION_SCORES, tmp))
 
 
 def training_evidence(client: MlflowClient, version: str) -> TrainingEvidence:
@@ -314,18 +331,21 @@ def automated_tests(
     client: MlflowClient,
     version: str,
     result: TrainingResult | TrainingEvidence,
-    auc_floor: float = AUC_FLOOR,
-    log_loss_ceiling: float = LOG_LOSS_CEILING,
+    min_auc_lift: float = gate.MIN_AUC_LIFT,
+    min_log_loss_gain: float = gate.MIN_LOG_LOSS_GAIN,
     baseline_margin: float = 0.0,
 ) -> GateDecision:
     """Schema, sanity, floors and the baseline, on the registered artifact itself. Pass: tag
     gate.automated=passed and move alias `staging`; fail: tag failed with the reasons.
-    The challenger's AUC must exceed the baseline's + `baseline_margin` (0: strictly beat it)."""
+    Floors are relative to the validation month's base rate: log loss at least
+    `min_log_loss_gain` (a fraction) below the constant forecast's, AUC above 0.5 +
+    `min_auc_lift`. The AUC must exceed the baseline's + `baseline_margin` (0: strictly beat it)."""
     version = str(version)
     pyfunc_model = _load_pyfunc(client, version)
-    sample = result.reference_sample.head(1000)
+    sample = result.reference_sample[FEATURE_COLUMNS].head(1000)  # the reference also has target_month
     reasons = _signature_problems(pyfunc_model, sample.head(50))
-    reasons += _probability_problems(result.validation_predictions["churn_probability"], "the validation month")
+    validation = result.validation_predictions
+    reasons += _probability_problems(validation["churn_probability"], "the validation month")
     p_loaded = pyfunc_model.unwrap_python_model().predict_proba(sample)
     reasons += _probability_problems(p_loaded, "the reference sample")
     in_memory = getattr(result, "model", None)
@@ -333,16 +353,15 @@ def automated_tests(
         reasons.append("the registered artifact does not reproduce the trained model's probabilities")
     auc, ll = result.metrics.get("auc", float("nan")), result.metrics.get("log_loss", float("nan"))
     base_auc = result.baseline_metrics.get("auc", float("nan"))
-    if not auc >= auc_floor:
-        reasons.append(f"validation AUC {auc:.4f} below the floor {auc_floor}")
-    if not ll <= log_loss_ceiling:
-        reasons.append(f"validation log loss {ll:.4f} above the ceiling {log_loss_ceiling}")
+    y = validation["is_churn"].to_numpy(dtype=float)
+    reasons += gate.floor_problems(auc, ll, y, min_auc_lift, min_log_loss_gain)
     if not auc > base_auc + baseline_margin:
         reasons.append(f"validation AUC {auc:.4f} does not beat the logistic baseline {base_auc:.4f}"
                        + (f" by {baseline_margin:+.3f}" if baseline_margin else ""))
 
     passed = not reasons
-    details = {"challenger_auc": auc, "challenger_log_loss": ll, "baseline_auc": base_auc}
+    details = {"challenger_auc": auc, "challenger_log_loss": ll, "baseline_auc": base_auc,
+               "base_rate_log_loss": gate.base_rate_log_loss(y)}
     _tag(client, version, {
         TAG_AUTOMATED: PASSED if passed else FAILED,
         f"{TAG_AUTOMATED}.reason": "; ".join(reasons) or "all automated tests passed",
@@ -367,49 +386,122 @@ def promote(client: MlflowClient, version: str, alias: str = PRODUCTION) -> bool
     return True
 
 
+def _iso_date(value: str | None) -> dt.date | None:
+    try:
+        return dt.date.fromisoformat(str(value)[:10]) if value else None
+    except ValueError:
+        return None
+
+
+def _incumbent_predictions(
+    client: MlflowClient, incumbent: str, month: dt.date, rows: pd.DataFrame, frame: pd.DataFrame | None
+) -> tuple[pd.Series | None, str]:
+    """The incumbent's probabilities on the challenger's validation rows (aligned on `rows`,
+    NaN where it has none), and where they come from; (None, reason) when no fair pairing
+    exists. Out of sample either way: a version that learned only months before `month` is
+    scored on its feature rows; a version validated on `month` itself (it was refit on it
+    after) contributes its own logged hold-out predictions."""
+    tags = client.get_model_version(MODEL_NAME, incumbent).tags
+    through, valid = _iso_date(trained_through(tags)), _iso_date(tags.get("valid_month"))
+    if through is not None and through < month:
+        if frame is None or frame.empty or "msno" not in frame:
+            return None, f"no feature rows of {month} to score production v{incumbent} on"
+        features = frame.drop_duplicates("msno").set_index("msno")
+        present = rows["msno"].isin(features.index).to_numpy()
+        p = pd.Series(np.nan, index=rows.index)
+        if present.any():
+            scored = features.loc[rows["msno"].to_numpy()[present]].reset_index(drop=True)
+            p.iloc[np.flatnonzero(present)] = load_version(client, incumbent).predict_proba(scored)
+        return p, f"production v{incumbent} (trained through {through}) scored on {month}"
+    if valid == month:
+        logged = validation_scores(client, incumbent).drop_duplicates("msno").set_index("msno")["churn_probability"]
+        return pd.Series(logged.reindex(rows["msno"]).to_numpy(), index=rows.index), \
+            f"production v{incumbent}'s own hold-out predictions of {month}"
+    return None, (f"stale window: production v{incumbent} already learned through {through} (validated on "
+                  f"{valid}), the challenger is validated on {month}: comparing there would grade production "
+                  "on data it learned")
+
+
 def acceptance(
     client: MlflowClient,
     version: str,
-    frame: pd.DataFrame,
-    tolerance: float = 0.005,
+    frame: pd.DataFrame | None,
+    acceptance_month: dt.date | None = None,
+    auc_margin: float = gate.AUC_MARGIN,
+    log_loss_margin: float = gate.LOG_LOSS_MARGIN,
+    n_bootstrap: int = gate.N_BOOTSTRAP,
+    seed: int = 0,
+    confidence: float = gate.CONFIDENCE,
 ) -> GateDecision:
-    """Challenger vs the current production version, both scored on `frame` (the newest
-    final labelled month, with is_churn): promote when AUC >= prod AUC - tolerance and log
-    loss <= prod log loss + tolerance; the first model is promoted when it passed the
-    automated tests. Tags the version with the decision."""
+    """Challenger vs the current production version on the challenger's validation month V,
+    which must be `acceptance_month`, the newest final labelled month (default: the newest
+    target_month of `frame`, that month's feature rows). The challenger's predictions are its
+    logged hold-out predictions; the incumbent's see _incumbent_predictions. Promote when the
+    paired bootstrap (gate.non_inferiority) bounds the losses within the margins; refuse a
+    stale window or a version identical to production (same training_fingerprint). The first
+    model is promoted when it passed the automated tests. Tags the version with the decision."""
     version = str(version)
     incumbent = alias_version(client, PRODUCTION)
-    y = frame[TARGET].to_numpy()
-    challenger = evaluate(y, load_version(client, version).predict_proba(frame))
+    tags = client.get_model_version(MODEL_NAME, version).tags
+    month = _iso_date(tags.get("valid_month"))
+    if acceptance_month is None and frame is not None and len(frame):
+        acceptance_month = _iso_date(str(max(frame["target_month"])))
+    challenger = validation_scores(client, version)
+    y = challenger[TARGET].to_numpy(dtype=float)
+    own = evaluate(y, challenger["churn_probability"].to_numpy())
     details: dict = {
-        "challenger_auc": challenger["auc"], "challenger_log_loss": challenger["log_loss"],
+        "challenger_auc": own["auc"], "challenger_log_loss": own["log_loss"],
         "incumbent_version": incumbent, "incumbent_auc": None, "incumbent_log_loss": None,
+        "acceptance_month": (acceptance_month or month).isoformat() if (acceptance_month or month) else None,
+        "challenger_trained_through": trained_through(tags) or None,
+        "delta_auc_low": None, "delta_log_loss_high": None,
     }
     reasons: list[str] = []
-    if client.get_model_version(MODEL_NAME, version).tags.get(TAG_AUTOMATED) != PASSED:
+    result: gate.NonInferiority | None = None
+    if tags.get(TAG_AUTOMATED) != PASSED:
         reasons.append("the version did not pass the automated tests")
     elif incumbent == version:
         return GateDecision(True, [f"version {version} is already production"], details)
     elif incumbent is not None:
-        prod = evaluate(y, load_version(client, incumbent).predict_proba(frame))
-        details.update(incumbent_auc=prod["auc"], incumbent_log_loss=prod["log_loss"])
-        if not challenger["auc"] >= prod["auc"] - tolerance:
-            reasons.append(f"AUC {challenger['auc']:.4f} < production v{incumbent} {prod['auc']:.4f} - {tolerance}")
-        if not challenger["log_loss"] <= prod["log_loss"] + tolerance:
-            reasons.append(
-                f"log loss {challenger['log_loss']:.4f} > production v{incumbent} {prod['log_loss']:.4f} + {tolerance}"
-            )
-    if not reasons and not promote(client, version, PRODUCTION):
-        reasons.append("the version lost its gate.automated=passed tag before promotion")
-    passed = not reasons
-    if passed:
-        reasons = [f"promoted over v{incumbent}" if incumbent else "first production model"]
+        inc_tags = client.get_model_version(MODEL_NAME, incumbent).tags
+        fingerprint = tags.get(TAG_FINGERPRINT)
+        if fingerprint and fingerprint == inc_tags.get(TAG_FINGERPRINT):
+            reasons.append(f"identical to production v{incumbent}: same training data and parameters "
+                           f"(training_fingerprint {fingerprint})")
+        elif month is None or acceptance_month is None or month != acceptance_month:
+            reasons.append(f"stale window: validated on {month}, but the newest final labelled month is "
+                           f"{acceptance_month}; retrain on the newest months")
+        else:
+            p_inc, source = _incumbent_predictions(client, incumbent, month, challenger, frame)
+            paired = None if p_inc is None else p_inc.notna().to_numpy()
+            if p_inc is None:
+                reasons.append(source)
+            elif paired.sum() < 0.9 * len(challenger) or len(np.unique(y[paired])) < 2:
+                reasons.append(f"only {int(paired.sum())} of the challenger's {len(challenger)} validation rows "
+                               f"have a prediction from {source}")
+            else:
+                yp, pc, pi = y[paired], challenger["churn_probability"].to_numpy()[paired], p_inc.to_numpy()[paired]
+                result = gate.non_inferiority(yp, pc, pi, auc_margin, log_loss_margin, n_bootstrap, seed, confidence)
+                mine, prod = evaluate(yp, pc), evaluate(yp, pi)
+                details.update(challenger_auc=mine["auc"], challenger_log_loss=mine["log_loss"],
+                               incumbent_auc=prod["auc"], incumbent_log_loss=prod["log_loss"],
+                               delta_auc_low=result.delta_auc_low, delta_log_loss_high=result.delta_log_loss_high)
+                verdict = "non-inferior to" if result.passed else "inferior to"
+                reasons.append(f"{verdict} production v{incumbent} on {month} ({source}): {result.describe()}")
+    passed = not reasons or (result is not None and result.passed)
+    if passed and not promote(client, version, PRODUCTION):
+        passed, reasons = False, ["the version lost its gate.automated=passed tag before promotion"]
+    if passed and incumbent is None:
+        reasons = ["first production model"]
     _tag(client, version, {
         TAG_ACCEPTANCE: PASSED if passed else FAILED,
         f"{TAG_ACCEPTANCE}.reason": "; ".join(reasons),
         f"{TAG_ACCEPTANCE}.decided_at": _now().isoformat(),
-        f"{TAG_ACCEPTANCE}.auc": round(challenger["auc"], 6),
-        f"{TAG_ACCEPTANCE}.log_loss": round(challenger["log_loss"], 6),
+        f"{TAG_ACCEPTANCE}.month": details["acceptance_month"] or "unknown",
+        f"{TAG_ACCEPTANCE}.auc": round(details["challenger_auc"], 6),
+        f"{TAG_ACCEPTANCE}.log_loss": round(details["challenger_log_loss"], 6),
+        **({f"{TAG_ACCEPTANCE}.delta_auc_low": round(result.delta_auc_low, 6),
+            f"{TAG_ACCEPTANCE}.delta_log_loss_high": round(result.delta_log_loss_high, 6)} if result else {}),
     })
     return GateDecision(passed, reasons, details)
 

@@ -1,18 +1,27 @@
-"""Train, calibrate and evaluate the churn model with a temporal hold-out.
+"""Train, calibrate and evaluate the churn model with a temporal hold-out, then refit the
+recipe on every final month so the deployed model has learned the newest cohort.
 
 Months, oldest to newest: [train ... train, early-stop] + [validation]
 - stage 1: a booster fits the older train months, early-stopped on the newest train month;
   its out-of-sample predictions of that month fit the calibrator;
-- stage 2: the final booster refits all train months (the newest one included: it is the
-  closest to the months being scored) for the stage-1 iteration count scaled by the row
-  ratio, and the stage-1 calibrator maps its raw probabilities;
-- the validation month (the newest final labelled month) is only ever scored.
-A logistic-regression baseline is trained on all train months and scored beside it, so a
-model that does not beat a straight line is visible (and refused by the gate).
+- stage 2 (the hold-out model): a booster refits all train months for the stage-1 iteration
+  count scaled by the row ratio, and the stage-1 calibrator maps its raw probabilities; it
+  is scored on the validation month (the newest final labelled month), which it never saw.
+  Its metrics are the run's metrics and what the gate judges;
+- deployable model: the same recipe refit on the train months plus the validation month
+  (iterations scaled by the row ratio again, same calibrator). It is what gets registered
+  and served: the newest final cohort is learned as soon as its labels are final, instead
+  of waiting one more label month. Its quality is vouched for by the hold-out model of the
+  same recipe (one month less of data), and by the realised performance later.
+A logistic-regression baseline is trained on all train months and scored beside the
+hold-out model, so a model that does not beat a straight line is visible (and refused).
 """
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
+import os
 from dataclasses import dataclass
 
 import lightgbm as lgb
@@ -48,30 +57,36 @@ DEFAULT_PARAMS: dict = {
     "lambda_l2": 10.0,
     "cat_smooth": 10.0,
     "min_data_per_group": 200,   # categorical levels (city, method) need this many rows to split alone
-    # one thread: OpenMP threads oversubscribe badly when Dagster runs ops side by side,
-    # and one thread is plenty (and reproducible) at a few hundred thousand rows
-    "num_threads": 1,
     "num_boost_round": 2000,
     "early_stopping_rounds": 100,
     "calibration": "sigmoid",
     "refit": True,               # stage 2: refit on all train months (False: ship the stage-1 booster)
 }
 _NOT_LGB = ("num_boost_round", "early_stopping_rounds", "calibration", "refit")
+# Runtime settings, not part of the recipe: dropped from params (and so from params.json,
+# which the next refit inherits) and from the training fingerprint. The thread count comes
+# from TrainConfig.num_threads.
+RUNTIME_PARAMS = ("num_threads", "n_jobs", "num_thread", "nthread", "nthreads")
 
 
 @dataclass
 class TrainingResult:
-    model: ChurnModel
-    metrics: dict[str, float]
+    model: ChurnModel  # deployable: train months + validation month (registered and served)
+    holdout_model: ChurnModel  # train months only, evaluated on the validation month
+    metrics: dict[str, float]  # hold-out model on the validation month
     baseline_metrics: dict[str, float]
-    params: dict
-    best_iteration: int
-    feature_importance: pd.DataFrame  # feature, gain, split (by gain, descending)
-    reference_sample: pd.DataFrame  # FEATURE_COLUMNS, up to 20k training rows
-    validation_predictions: pd.DataFrame  # msno, churn_probability, is_churn
-    calibration_curve: pd.DataFrame  # bin, lower, upper, count, mean_predicted, observed_rate
+    params: dict  # the recipe (no runtime settings such as num_threads)
+    best_iteration: int  # the deployable booster's rounds
+    feature_importance: pd.DataFrame  # feature, gain, split of the deployable booster (by gain, descending)
+    reference_sample: pd.DataFrame  # FEATURE_COLUMNS + target_month, up to REFERENCE_ROWS rows the deployable learned
+    validation_predictions: pd.DataFrame  # msno, churn_probability, is_churn (hold-out model)
+    calibration_curve: pd.DataFrame  # bin, lower, upper, count, mean_predicted, observed_rate (hold-out)
     train_months: list[dt.date]
     valid_month: dt.date
+    trained_through: dt.date  # newest labelled month the deployable model learned
+    fingerprint: str  # training_fingerprint(window, data, recipe, seed)
+    holdout_iteration: int = 0  # the hold-out booster's rounds
+    num_threads: int = 0  # LightGBM threads actually used (runtime, not recipe)
 
 
 # ---------------------------------------------------------------- metrics
@@ -144,10 +159,47 @@ def split_months(
     return parts
 
 
-def lgb_params(params: dict, seed: int) -> dict:
-    out = {k: v for k, v in params.items() if k not in _NOT_LGB}
-    out.update({"objective": "binary", "metric": "binary_logloss", "verbose": -1, "seed": seed})
+def recipe(params: dict | None) -> dict:
+    """DEFAULT_PARAMS overlaid with `params`, without runtime-only settings."""
+    return {k: v for k, v in {**DEFAULT_PARAMS, **(params or {})}.items() if k not in RUNTIME_PARAMS}
+
+
+def resolve_threads(num_threads: int = 0) -> int:
+    """`num_threads` if positive, else every core this process may run on (resolved now,
+    on the machine doing the work)."""
+    if num_threads > 0:
+        return int(num_threads)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def lgb_params(params: dict, seed: int, num_threads: int = 0) -> dict:
+    out = {k: v for k, v in params.items() if k not in _NOT_LGB and k not in RUNTIME_PARAMS}
+    out.update({"objective": "binary", "metric": "binary_logloss", "verbose": -1, "seed": seed,
+                "num_threads": resolve_threads(num_threads)})
     return out
+
+
+def training_fingerprint(
+    frame: pd.DataFrame, train_months: list[dt.date], valid_month: dt.date, params: dict | None, seed: int = 0
+) -> str:
+    """Stable hash of what a training run learns from: the window (train months, validation
+    month), the content of those months' rows (keys, features, labels; sorted by
+    target_month, msno so row order does not matter), the recipe and the seed. Runtime
+    settings (threads) are left out. Same data and recipe -> same fingerprint."""
+    months = [*sorted(train_months), valid_month]
+    rows = frame[frame["target_month"].isin(months)].sort_values(["target_month", "msno"], kind="stable")
+    columns = ["msno", "target_month", *FEATURE_COLUMNS, TARGET]
+    header = json.dumps(
+        {"train_months": [m.isoformat() for m in months[:-1]], "valid_month": valid_month.isoformat(),
+         "params": recipe(params), "seed": int(seed)},
+        sort_keys=True, default=str,
+    )
+    digest = hashlib.sha256(header.encode())
+    digest.update(pd.util.hash_pandas_object(rows[columns], index=False).to_numpy().tobytes())
+    return digest.hexdigest()[:20]
 
 
 def fit_booster(
@@ -157,13 +209,14 @@ def fit_booster(
     params: dict,
     seed: int = 0,
     callbacks: list | None = None,
+    num_threads: int = 0,
 ) -> lgb.Booster:
     """LightGBM on `fit`, early-stopped on log loss of `stop` (valid name 'early_stop')."""
-    full = {**DEFAULT_PARAMS, **params}
+    full = recipe(params)
     train_set = lgb.Dataset(prepare_features(fit, categories), label=fit[TARGET].to_numpy(), free_raw_data=False)
     stop_set = lgb.Dataset(prepare_features(stop, categories), label=stop[TARGET].to_numpy(), reference=train_set)
     return lgb.train(
-        lgb_params(full, seed),
+        lgb_params(full, seed, num_threads),
         train_set,
         num_boost_round=int(full["num_boost_round"]),
         valid_sets=[stop_set],
@@ -173,12 +226,13 @@ def fit_booster(
 
 
 def refit_booster(
-    frame: pd.DataFrame, categories: dict[str, list[str]], params: dict, rounds: int, seed: int = 0
+    frame: pd.DataFrame, categories: dict[str, list[str]], params: dict, rounds: int, seed: int = 0,
+    num_threads: int = 0,
 ) -> lgb.Booster:
     """LightGBM on all of `frame` for a fixed number of rounds (found by early stopping before)."""
-    full = {**DEFAULT_PARAMS, **params}
+    full = recipe(params)
     train_set = lgb.Dataset(prepare_features(frame, categories), label=frame[TARGET].to_numpy())
-    return lgb.train(lgb_params(full, seed), train_set, num_boost_round=max(1, int(rounds)))
+    return lgb.train(lgb_params(full, seed, num_threads), train_set, num_boost_round=max(1, int(rounds)))
 
 
 def fit_calibrator(y: np.ndarray, raw_p: np.ndarray, method: str) -> Calibrator:
@@ -213,28 +267,43 @@ def _baseline_matrix(frame: pd.DataFrame) -> pd.DataFrame:
     return X
 
 
+def _importance(model: ChurnModel) -> pd.DataFrame:
+    booster, best = model.booster, model.best_iteration
+    return pd.DataFrame({
+        "feature": model.feature_columns,
+        "gain": booster.feature_importance("gain", iteration=best),
+        "split": booster.feature_importance("split", iteration=best),
+    }).sort_values("gain", ascending=False, ignore_index=True)
+
+
 def train_churn_model(
     frame: pd.DataFrame,
     params: dict | None,
     train_months: list[dt.date],
     valid_month: dt.date,
     seed: int = 0,
+    num_threads: int = 0,
 ) -> TrainingResult:
-    """Fit booster + calibrator + baseline on `train_months`, evaluate on `valid_month`."""
-    params = {**DEFAULT_PARAMS, **(params or {})}
+    """Fit booster + calibrator + baseline on `train_months` and evaluate them on
+    `valid_month` (the hold-out model), then refit the same recipe on train months +
+    validation month (the deployable model). `num_threads` 0 = all cores."""
+    params = recipe(params)
+    threads = resolve_threads(num_threads)
     fit, stop, valid = split_months(frame, train_months, valid_month)
     train_all = pd.concat([fit, stop])
     categories = training_categories(train_all)
 
-    booster = fit_booster(fit, stop, categories, params, seed)
-    best = int(booster.best_iteration or booster.current_iteration())
-    raw_stop = booster.predict(prepare_features(stop, categories), num_iteration=best)
+    booster = fit_booster(fit, stop, categories, params, seed, num_threads=threads)
+    stage1 = int(booster.best_iteration or booster.current_iteration())
+    raw_stop = booster.predict(prepare_features(stop, categories), num_iteration=stage1)
     calibrator = fit_calibrator(stop[TARGET].to_numpy(), raw_stop, params["calibration"])
-    if params.get("refit", True):
+    refit = bool(params.get("refit", True))
+    best = stage1
+    if refit:
         # more rows support proportionally more rounds at the same learning rate
-        best = max(1, round(best * len(train_all) / len(fit)))
-        booster = refit_booster(train_all, categories, params, best, seed)
-    model = ChurnModel(
+        best = max(1, round(stage1 * len(train_all) / len(fit)))
+        booster = refit_booster(train_all, categories, params, best, seed, threads)
+    holdout = ChurnModel(
         model_str=booster.model_to_string(num_iteration=best),
         calibrator=calibrator,
         categories=categories,
@@ -242,18 +311,29 @@ def train_churn_model(
         best_iteration=best,
     )
 
-    p_valid = model.predict_proba(valid)
+    p_valid = holdout.predict_proba(valid)
     y_valid = valid[TARGET].to_numpy()
     baseline = baseline_pipeline().fit(_baseline_matrix(train_all), train_all[TARGET].to_numpy())
     p_base = baseline.predict_proba(_baseline_matrix(valid))[:, 1]
 
-    importance = pd.DataFrame({
-        "feature": model.feature_columns,
-        "gain": booster.feature_importance("gain", iteration=best),
-        "split": booster.feature_importance("split", iteration=best),
-    }).sort_values("gain", ascending=False, ignore_index=True)
-    reference = train_all[FEATURE_COLUMNS].sample(
-        n=min(REFERENCE_ROWS, len(train_all)), random_state=seed
+    if refit:  # deployable: the same recipe on every month, the validation month included
+        learned = pd.concat([train_all, valid])
+        deploy_categories = training_categories(learned)  # a category new in the newest month is kept
+        rounds = max(1, round(stage1 * len(learned) / len(fit)))
+        deploy_booster = refit_booster(learned, deploy_categories, params, rounds, seed, threads)
+        model = ChurnModel(
+            model_str=deploy_booster.model_to_string(num_iteration=rounds),
+            calibrator=calibrator,
+            categories=deploy_categories,
+            params=params,
+            best_iteration=rounds,
+        )
+        trained_through = valid_month
+    else:  # refit=False ships the stage-1 booster as it is: it learned the train months only
+        learned, model, trained_through = train_all, holdout, sorted(train_months)[-1]
+
+    reference = learned[[*FEATURE_COLUMNS, "target_month"]].sample(
+        n=min(REFERENCE_ROWS, len(learned)), random_state=seed
     ).reset_index(drop=True)
     predictions = pd.DataFrame({
         "msno": valid["msno"].to_numpy(),
@@ -262,14 +342,19 @@ def train_churn_model(
     })
     return TrainingResult(
         model=model,
+        holdout_model=holdout,
         metrics=evaluate(y_valid, p_valid),
         baseline_metrics=evaluate(y_valid, p_base),
         params=params,
-        best_iteration=best,
-        feature_importance=importance,
+        best_iteration=model.best_iteration,
+        feature_importance=_importance(model),
         reference_sample=reference,
         validation_predictions=predictions,
         calibration_curve=calibration_table(y_valid, p_valid),
         train_months=sorted(train_months),
         valid_month=valid_month,
+        trained_through=trained_through,
+        fingerprint=training_fingerprint(frame, train_months, valid_month, params, seed),
+        holdout_iteration=holdout.best_iteration,
+        num_threads=threads,
     )

@@ -3,7 +3,8 @@
 Each trial trains on the older train months and is scored, and pruned, on the log loss of
 the newest train month (the early-stopping set). The validation month is never looked at
 here: it stays an honest hold-out for the gate. (The final fit of the winning recipe then refits
-all train months, see training.train_churn_model.)
+all train months for the hold-out model, and train + validation months for the deployable
+one, see training.train_churn_model.)
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from optuna_integration import LightGBMPruningCallback
 from sklearn.metrics import log_loss
 
 from churn_assets.model.pyfunc import prepare_features, training_categories
-from churn_assets.model.training import DEFAULT_PARAMS, TARGET, fit_booster, split_months
+from churn_assets.model.training import DEFAULT_PARAMS, TARGET, fit_booster, recipe, split_months
 
 # name -> (low, high, log scale); integers where the bounds are ints
 SEARCH_SPACE: dict[str, tuple[float, float, bool]] = {
@@ -48,9 +49,11 @@ def tune(
     n_trials: int = 20,
     timeout_s: float | None = None,
     seed: int = 0,
+    num_threads: int = 0,
 ) -> tuple[dict, pd.DataFrame]:
     """TPE search (seeded) with median pruning; returns (best params merged over
-    DEFAULT_PARAMS, trials table). `valid_month` is only used to refuse overlaps."""
+    DEFAULT_PARAMS, trials table). `valid_month` is only used to refuse overlaps.
+    `num_threads` (0 = all cores) is a runtime setting, not part of the returned recipe."""
     fit, stop, _ = split_months(frame, train_months, valid_month)
     categories = training_categories(pd.concat([fit, stop]))
     y_stop = stop[TARGET].to_numpy()
@@ -59,7 +62,7 @@ def tune(
     def objective(trial: optuna.Trial) -> float:
         params = {**DEFAULT_PARAMS, **suggest_params(trial)}
         pruning = LightGBMPruningCallback(trial, "binary_logloss", valid_name="early_stop")
-        booster = fit_booster(fit, stop, categories, params, seed, callbacks=[pruning])
+        booster = fit_booster(fit, stop, categories, params, seed, callbacks=[pruning], num_threads=num_threads)
         trial.set_user_attr("best_iteration", int(booster.best_iteration))
         return float(log_loss(y_stop, booster.predict(X_stop, num_iteration=booster.best_iteration), labels=[0, 1]))
 
@@ -75,4 +78,4 @@ def tune(
     if not completed:
         raise RuntimeError("no Optuna trial completed; raise timeout_s or n_trials")
     trials = study.trials_dataframe(attrs=("number", "value", "state", "duration", "params", "user_attrs"))
-    return {**DEFAULT_PARAMS, **study.best_params}, trials
+    return recipe(study.best_params), trials
