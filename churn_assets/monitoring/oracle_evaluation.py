@@ -1,0 +1,96 @@
+"""Evaluation against the simulator's oracle: how far the live scores are from the truth.
+
+Only for synthetic worlds, and only here: the oracle (oracle/renewals.parquet: msno,
+target_month, last_expire, true_churn_probability, is_churn) holds the probability the
+simulator drew each renewal from, the best any model could score. The system itself never
+reads it (DESIGN.md section 2); the demo summary and bench_model do, through this module.
+
+The comparison is made on the SAME pairs the model is judged on (performance.lead_pairs):
+per target month and lead band, the model's scores and the oracle's probabilities of the
+same members, against the same labels. The oracle does not depend on the lead; the band
+only chooses which members are compared.
+
+    compare_with_oracle(con, paths.oracle)                  # warehouse + oracle parquet
+    compare_pairs_with_oracle(pairs, oracle_frame)          # same, on frames
+"""
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+from sklearn.metrics import log_loss, roc_auc_score
+
+from .performance import BAND_ORDER, HEADLINE_MIN_LEAD_DAYS, lead_pairs
+
+ORACLE_COMPARISON_COLUMNS = [
+    "target_month", "lead_band", "n_pairs", "churn_rate",
+    "model_auc", "oracle_auc", "auc_vs_oracle",
+    "model_log_loss", "oracle_log_loss", "log_loss_vs_oracle",
+    "n_without_oracle", "oracle_label_mismatch",
+]
+_EPS = 1e-15
+
+
+def read_oracle(path: Path | str) -> pd.DataFrame:
+    """msno, target_month (Timestamp), true_churn_probability, is_churn of the oracle parquet."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no oracle at {path}: only a simulated world has one")
+    oracle = pd.read_parquet(path, columns=["msno", "target_month", "true_churn_probability", "is_churn"])
+    return oracle.assign(target_month=pd.to_datetime(oracle["target_month"]))
+
+
+def _auc(y: np.ndarray, p: np.ndarray) -> float:
+    return float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else np.nan
+
+
+def _log_loss(y: np.ndarray, p: np.ndarray) -> float:
+    return float(log_loss(y, np.clip(p, _EPS, 1 - _EPS), labels=[0, 1])) if len(y) else np.nan
+
+
+def compare_pairs_with_oracle(pairs: pd.DataFrame, oracle: pd.DataFrame) -> pd.DataFrame:
+    """ORACLE_COMPARISON_COLUMNS, one row per (target_month, lead_band) of `pairs` (every model
+    version pooled: the scores marketing received). Both sides are scored against the labels of
+    `pairs`; pairs the oracle lacks are left out and counted (n_without_oracle), and labels the
+    oracle disagrees with are counted (oracle_label_mismatch, 0 when the label rule matches)."""
+    truth = oracle[["msno", "target_month", "true_churn_probability", "is_churn"]].rename(
+        columns={"is_churn": "oracle_is_churn"}).assign(target_month=lambda f: pd.to_datetime(f["target_month"]))
+    joined = pairs.assign(target_month=pd.to_datetime(pairs["target_month"])).merge(
+        truth, on=["msno", "target_month"], how="left", validate="many_to_one")
+    rows = []
+    for (month, band), g in joined.groupby(["target_month", "lead_band"], sort=True):
+        known = g[g["true_churn_probability"].notna()]
+        y = known["is_churn"].to_numpy(int)
+        model, best = known["churn_probability"].to_numpy(float), known["true_churn_probability"].to_numpy(float)
+        model_auc, oracle_auc = _auc(y, model), _auc(y, best)
+        model_ll, oracle_ll = _log_loss(y, model), _log_loss(y, best)
+        rows.append({
+            "target_month": month, "lead_band": band, "n_pairs": len(known),
+            "churn_rate": float(y.mean()) if len(y) else np.nan,
+            "model_auc": model_auc, "oracle_auc": oracle_auc, "auc_vs_oracle": model_auc / oracle_auc,
+            "model_log_loss": model_ll, "oracle_log_loss": oracle_ll, "log_loss_vs_oracle": model_ll / oracle_ll,
+            "n_without_oracle": int(len(g) - len(known)),
+            "oracle_label_mismatch": int((known["oracle_is_churn"].astype(int) != known["is_churn"].astype(int)).sum()),
+        })
+    out = pd.DataFrame(rows, columns=ORACLE_COMPARISON_COLUMNS)
+    rank = out["lead_band"].map({b: i for i, b in enumerate(BAND_ORDER)})
+    return out.assign(_rank=rank).sort_values(["target_month", "_rank"]).drop(columns="_rank").reset_index(drop=True)
+
+
+def compare_with_oracle(
+    con: duckdb.DuckDBPyConnection,
+    oracle_path: Path | str,
+    target_month: dt.date | None = None,
+    labels: str = "features.labels",
+    scores: str = "scoring.churn_scores",
+    min_lead_days: int = HEADLINE_MIN_LEAD_DAYS,
+) -> pd.DataFrame:
+    """The live scores of the warehouse against the oracle at `oracle_path`, per target month
+    (all of them when None) and lead band, on the pairs monitoring/model_performance judges.
+    Pass final months only: a month whose labels are not final yet is compared as it stands."""
+    oracle = read_oracle(oracle_path)
+    pairs = lead_pairs(con, target_month, labels, scores, min_lead_days)
+    return compare_pairs_with_oracle(pairs, oracle)
