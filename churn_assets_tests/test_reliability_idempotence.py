@@ -19,6 +19,7 @@ import pytest
 
 from churn_assets.features.assets import features_assets
 from churn_assets.ingest.assets import raw_assets
+from churn_assets.model.registry import TrainingEvidence
 from churn_assets.monitoring import assets as monitoring
 from churn_assets.resources import SmtpResource, Warehouse
 from churn_assets.scoring import assets as scoring
@@ -97,8 +98,10 @@ def test_every_partitioned_asset_twice_is_byte_identical(env, instance, monkeypa
     db = env / "churn.duckdb"
     monkeypatch.setattr(scoring, "load_production_model", lambda: (StubModel(), "7"))
     _materialize(features_assets, "2016-09-01", instance, db)  # the drift reference month
-    reference = stub_reference(str(db), "2016-09-01")
-    monkeypatch.setattr(monitoring, "load_reference", lambda version: reference)
+    reference, scores = stub_reference(str(db), "2016-09-01")
+    evidence = TrainingEvidence(metrics={}, baseline_metrics={}, validation_predictions=scores,
+                                reference_sample=reference)
+    monkeypatch.setattr(monitoring, "load_evidence", lambda version: evidence)
 
     stages = [
         (raw_assets, M + "-01", ["raw.members", "raw.transactions", "raw.user_logs", "raw.quarantine"]),
