@@ -25,6 +25,7 @@ import duckdb
 import pandas as pd
 from dagster._core.storage.tags import RUN_KEY_TAG, SENSOR_NAME_TAG
 
+from churn_assets.features.labels import final_on
 from churn_assets.months import add_months
 from churn_assets.settings import Paths, paths_from_env
 
@@ -186,7 +187,9 @@ def run_demo(members: int = 20_000, seed: int = 7, reset: bool = True, world: di
 
     Time-true: on each Monday the landing area holds only what had happened before it
     (DropCutter), the sensors see that, labels count once final by the data's watermark,
-    and the model that scores the Monday was gated on labels final by then."""
+    and the model that scores the Monday was gated on labels final by then. Before the
+    first model, Mondays that make no month final are skipped: nothing is scored yet, and
+    the next delivery brings the same rows."""
     from churn_assets.definitions import build_definitions
     from churn_assets.synthetic.delivery import DropCutter
 
@@ -211,8 +214,13 @@ def run_demo(members: int = 20_000, seed: int = 7, reset: bool = True, world: di
     built: set[date] = set()  # target months whose labels/features/KPI are built (final)
     production = False
 
+    due_final = set()  # months final by the replay's day (the full data up to it is delivered)
     for monday in replay_mondays(months):
         replay.week = monday
+        newly_final = {m for m in months if final_on(m) <= monday} - due_final
+        due_final |= newly_final
+        if not production and not newly_final:
+            continue  # before the first model only the Mondays that make a month final can change anything
         if monday.day <= 7:
             print(f"{monday:%Y-%m}: {len(summary.runs)} runs so far, {time.perf_counter() - started:.0f} s", flush=True)
         t = time.perf_counter()
@@ -296,6 +304,13 @@ def _fill_tables(paths: Paths, summary: DemoSummary, source: Path) -> None:
         weeks if weeks is not None else pd.DataFrame(columns=["week_start", "model_version", "drift_share", "decision"]),
         promotions if promotions is not None else pd.DataFrame(columns=["stage", "decision"]),
         sensor_runs, DriftConfig().retrain_at)
+    if oracle is not None and len(oracle):
+        head = oracle[oracle["lead_band"] == "first_score"]
+        summary.story.append("one month ahead (first score of each cycle) against the oracle on the same members:")
+        summary.story += [
+            f"  {pd.Timestamp(r.target_month):%Y-%m}: AUC {r.model_auc:.3f} vs {r.oracle_auc:.3f} "
+            f"({r.auc_vs_oracle:.3f}x), log loss {r.model_log_loss:.3f} vs {r.oracle_log_loss:.3f} "
+            f"({r.log_loss_vs_oracle:.3f}x), n={r.n_pairs}" for r in head.itertuples()]
 
 
 def _promotions(paths: Paths, summary: DemoSummary) -> pd.DataFrame | None:

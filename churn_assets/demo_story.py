@@ -2,8 +2,8 @@
 
 For each injected scenario: the injection month, the first week the drift monitor
 flagged, the action the sensor took and what the gate made of it, the label month that
-let a promoted model learn the shift, and the week drift fell back below the retrain
-level under that model. For a stationary world: how many runs the sensor asked for and
+let a promoted model learn the shift (the version under which drift fell back below the
+retrain level) and that week. For a stationary world: how many runs the sensor asked for and
 how many versions followed the first. Pure: frames in, lines out.
 """
 from __future__ import annotations
@@ -12,9 +12,16 @@ import datetime as dt
 
 import pandas as pd
 
+from churn_assets.features.labels import final_on
+
 
 def _first(frame: pd.DataFrame):
     return None if frame.empty else frame.iloc[0]
+
+
+def _trained_through(promoted: pd.DataFrame, version: str) -> str:
+    rows = promoted[promoted["model_version"].astype(str) == version] if len(promoted) else promoted
+    return str(rows["trained_through"].iloc[0]) if len(rows) else ""
 
 
 def _week(value) -> str:
@@ -70,17 +77,20 @@ def story_lines(
                          f"{int((runs['job'] == 'retune_job').sum())} retune(s)")
         else:
             lines.append("  action: none requested")
-        learned = promoted[pd.to_datetime(promoted["trained_through"], errors="coerce") >= pd.Timestamp(injected)] \
-            if len(promoted) else promoted
-        learnt = _first(learned)
-        if learnt is None:
-            lines.append("  no promoted model learned a label month from the injection on (the world ends first)")
+        # settled: the first week after the flag, under a newer version, back below the retrain level
+        later = after[after["week_start"] > flag.week_start] if flag is not None else after.iloc[0:0]
+        calm = _first(later[(later["drift_share"] < retrain_at)
+                            & (later["model_version"].astype(str) != str(flag.model_version))]) if len(later) else None
+        if calm is None:
+            last = str(weeks["model_version"].iloc[-1])
+            lines.append(f"  drift back below the retrain level ({retrain_at:g}): not within the replay "
+                         f"(last version v{last}, trained through {_trained_through(promoted, last)})")
             continue
-        lines.append(f"  learned: v{learnt.model_version} trained through the labels of "
-                     f"{pd.Timestamp(learnt.trained_through):%Y-%m}, promoted for week {learnt.decided_week}")
-        served = weeks[weeks["model_version"].astype(str) == str(learnt.model_version)]
-        calm = _first(served[served["drift_share"] < retrain_at])
-        lines.append("  drift back below the retrain level " + (
-            f"({retrain_at:g}): week {_week(calm.week_start)} (share {calm.drift_share:.3f})" if calm is not None
-            else f"({retrain_at:g}): not within the replay"))
+        version = str(calm.model_version)
+        month = _trained_through(promoted, version)
+        final = f", final on {final_on(dt.date.fromisoformat(month))}" if month else ""
+        lines.append(f"  learned: v{version}, trained through the labels of {month[:7]}{final}, "
+                     f"serving from week {_week(weeks[weeks['model_version'].astype(str) == version]['week_start'].iloc[0])}")
+        lines.append(f"  drift back below the retrain level ({retrain_at:g}): week {_week(calm.week_start)} "
+                     f"(share {calm.drift_share:.3f})")
     return lines
