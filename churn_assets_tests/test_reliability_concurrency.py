@@ -90,11 +90,15 @@ SENSOR_DEFS = textwrap.dedent('''
 
 
 def _report(instance, week: str, decision: str) -> None:
+    """A drift decision whose week brought a new final labelled month (the sensor asks for
+    a run only then): one data window per week, newer than what production learned."""
     from churn_assets.monitoring.assets import DRIFT_REPORT_KEY
 
     instance.report_runless_asset_event(dg.AssetMaterialization(
         asset_key=DRIFT_REPORT_KEY, partition=week,
-        metadata={"decision": dg.MetadataValue.text(decision), "drift_share": dg.MetadataValue.float(0.07)}))
+        metadata={"decision": dg.MetadataValue.text(decision), "drift_share": dg.MetadataValue.float(0.07),
+                  "trainable_through": dg.MetadataValue.text(f"{week}-window"),
+                  "model_trained_through": dg.MetadataValue.text("2016-12-01")}))
 
 
 def _daemon_tick(instance, target) -> None:
@@ -133,7 +137,7 @@ def test_retrain_sensor_requests_each_event_once_across_daemon_restarts(tmp_path
             _daemon_tick(instance, target)
         assert _requested(instance) == first  # nothing re-requested
         _report(instance, "2017-05-29", "retrain")  # one new event after the restart
-        _report(instance, weeks[0], "retune")  # a re-materialised week is a new event
+        _report(instance, weeks[0], "retune")  # a re-materialised week is a new event (a retune of its window)
         with freeze_time(now + 240):
             _daemon_tick(instance, target)
         after = _requested(instance)

@@ -276,6 +276,16 @@ def _importance(model: ChurnModel) -> pd.DataFrame:
     }).sort_values("gain", ascending=False, ignore_index=True)
 
 
+def _refit_model(frame: pd.DataFrame, categories: dict[str, list[str]], params: dict, stage1_rounds: int,
+                 stage1_rows: int, calibrator: Calibrator, seed: int, threads: int) -> ChurnModel:
+    """The recipe refit on all of `frame` with the stage-1 calibrator: more rows support
+    proportionally more rounds at the same learning rate."""
+    rounds = max(1, round(stage1_rounds * len(frame) / stage1_rows))
+    booster = refit_booster(frame, categories, params, rounds, seed, threads)
+    return ChurnModel(model_str=booster.model_to_string(num_iteration=rounds), calibrator=calibrator,
+                      categories=categories, params=params, best_iteration=rounds)
+
+
 def train_churn_model(
     frame: pd.DataFrame,
     params: dict | None,
@@ -298,18 +308,11 @@ def train_churn_model(
     raw_stop = booster.predict(prepare_features(stop, categories), num_iteration=stage1)
     calibrator = fit_calibrator(stop[TARGET].to_numpy(), raw_stop, params["calibration"])
     refit = bool(params.get("refit", True))
-    best = stage1
     if refit:
-        # more rows support proportionally more rounds at the same learning rate
-        best = max(1, round(stage1 * len(train_all) / len(fit)))
-        booster = refit_booster(train_all, categories, params, best, seed, threads)
-    holdout = ChurnModel(
-        model_str=booster.model_to_string(num_iteration=best),
-        calibrator=calibrator,
-        categories=categories,
-        params=params,
-        best_iteration=best,
-    )
+        holdout = _refit_model(train_all, categories, params, stage1, len(fit), calibrator, seed, threads)
+    else:
+        holdout = ChurnModel(model_str=booster.model_to_string(num_iteration=stage1), calibrator=calibrator,
+                             categories=categories, params=params, best_iteration=stage1)
 
     p_valid = holdout.predict_proba(valid)
     y_valid = valid[TARGET].to_numpy()
@@ -318,16 +321,9 @@ def train_churn_model(
 
     if refit:  # deployable: the same recipe on every month, the validation month included
         learned = pd.concat([train_all, valid])
-        deploy_categories = training_categories(learned)  # a category new in the newest month is kept
-        rounds = max(1, round(stage1 * len(learned) / len(fit)))
-        deploy_booster = refit_booster(learned, deploy_categories, params, rounds, seed, threads)
-        model = ChurnModel(
-            model_str=deploy_booster.model_to_string(num_iteration=rounds),
-            calibrator=calibrator,
-            categories=deploy_categories,
-            params=params,
-            best_iteration=rounds,
-        )
+        # categories from every learned month: a category new in the newest month is kept
+        model = _refit_model(learned, training_categories(learned), params, stage1, len(fit),
+                                             calibrator, seed, threads)
         trained_through = valid_month
     else:  # refit=False ships the stage-1 booster as it is: it learned the train months only
         learned, model, trained_through = train_all, holdout, sorted(train_months)[-1]
