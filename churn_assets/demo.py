@@ -214,6 +214,7 @@ def run_demo(members: int = 20_000, seed: int = 7, reset: bool = True, world: di
     built: set[date] = set()  # target months whose labels/features/KPI are built (final)
     production = False
 
+    world_end = add_months(months[-1], 1)
     due_final = set()  # months final by the replay's day (the full data up to it is delivered)
     for monday in replay_mondays(months):
         replay.week = monday
@@ -242,7 +243,8 @@ def run_demo(members: int = 20_000, seed: int = 7, reset: bool = True, world: di
             production = replay.run("train_job", tags={"churn/trigger": "demo: first model"})
             summary.phases["first training"] += time.perf_counter() - t
 
-        if has_scoring and production:
+        # a Monday past the world's last day would be scored on days that never happened
+        if has_scoring and production and monday < world_end:
             t = time.perf_counter()
             replay.run("weekly_scoring_job", monday.isoformat())
             summary.phases["weekly scoring + drift"] += time.perf_counter() - t
