@@ -69,6 +69,17 @@ def weighted_auc(weights: np.ndarray, y: np.ndarray, p: np.ndarray) -> np.ndarra
         return (pos * (below + 0.5 * neg)).sum(axis=1) / (pos.sum(axis=1) * neg.sum(axis=1))
 
 
+def bootstrap_counts(n: int, n_bootstrap: int, seed: int):
+    """`n_bootstrap` resamples of n rows drawn with replacement (fixed `seed`), yielded in
+    memory-sized chunks as k x n matrices of counts per row (each resample sums to n)."""
+    rng = np.random.default_rng(seed)
+    chunk = max(1, _CELLS_PER_CHUNK // max(n, 1))
+    for start in range(0, n_bootstrap, chunk):
+        k = min(chunk, n_bootstrap - start)
+        idx = rng.integers(0, n, size=(k, n), dtype=np.int64) + (np.arange(k, dtype=np.int64) * n)[:, None]
+        yield np.bincount(idx.ravel(), minlength=k * n).reshape(k, n).astype(float)
+
+
 def auc_by_ranks(y: np.ndarray, p: np.ndarray) -> float:
     y, (p,) = _check(y, p)
     return float(weighted_auc(np.ones((1, len(y))), y, p)[0])
@@ -129,14 +140,8 @@ def bootstrap_deltas(
     y, (pc, pi) = _check(y, p_challenger, p_incumbent)
     n = len(y)
     dll_rows = row_log_loss(y, pc) - row_log_loss(y, pi)
-    rng = np.random.default_rng(seed)
-    chunk = max(1, _CELLS_PER_CHUNK // n)
     d_auc, d_ll = [], []
-    for start in range(0, n_bootstrap, chunk):
-        k = min(chunk, n_bootstrap - start)
-        # k resamples of n rows drawn with replacement, as counts per row (each row sums to n)
-        idx = rng.integers(0, n, size=(k, n), dtype=np.int64) + (np.arange(k, dtype=np.int64) * n)[:, None]
-        counts = np.bincount(idx.ravel(), minlength=k * n).reshape(k, n).astype(float)
+    for counts in bootstrap_counts(n, n_bootstrap, seed):
         d_auc.append(weighted_auc(counts, y, pc) - weighted_auc(counts, y, pi))
         d_ll.append(counts @ dll_rows / n)
     return np.concatenate(d_auc), np.concatenate(d_ll)

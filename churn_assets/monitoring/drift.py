@@ -47,6 +47,7 @@ from evidently.legacy.calculations.stattests import get_stattest
 from evidently.legacy.calculations.stattests.registry import StatTestInvalidFeatureTypeError
 from evidently.legacy.core import ColumnType
 
+from churn_assets.months import add_months
 from churn_assets.warehouse import ident, replace_partition, table_exists
 
 COLUMN_FIELDS = ["column_name", "method", "score", "threshold", "default_threshold", "drifted", "weight"]
@@ -225,7 +226,7 @@ def window_weeks(months: list[dt.date], window_days: int = 30) -> list[dt.date]:
     if not months:
         return []
     first, last = min(months), max(months)
-    end = dt.date(last.year + last.month // 12, last.month % 12 + 1, 1)
+    end = add_months(last, 1)
     monday = first + dt.timedelta(days=(7 - first.weekday()) % 7)
     weeks = []
     while monday + dt.timedelta(days=window_days) <= end:

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
 
+from churn_assets.model.gate import base_rate_log_loss, bootstrap_counts, weighted_auc
 from churn_assets.warehouse import ident
 
 FIRST_SCORE = "first_score"
@@ -133,12 +134,9 @@ def base_log_loss(y: np.ndarray) -> float:
     """Log loss of predicting the observed churn rate for everyone (the binary entropy);
     NaN for an empty or one-class group, where no skill can be measured."""
     y = np.asarray(y, dtype=float)
-    if len(y) == 0:
+    if len(y) == 0 or y.min() == y.max():
         return np.nan
-    rate = y.mean()
-    if rate <= 0.0 or rate >= 1.0:
-        return np.nan
-    return float(-(rate * np.log(rate) + (1 - rate) * np.log(1 - rate)))
+    return base_rate_log_loss(y)
 
 
 def relative_log_loss(y, p) -> float:
@@ -152,37 +150,14 @@ def relative_log_loss(y, p) -> float:
 
 
 def bootstrap_auc_ci(y, p, n_boot: int = N_BOOTSTRAP, seed: int = BOOTSTRAP_SEED,
-                     level: float = 0.95, chunk: int = 32) -> tuple[float, float]:
-    """Percentile bootstrap interval of the ROC AUC (resampling members with replacement).
-
-    Vectorised: rows are sorted by score once and tied scores grouped; each resample is a row
-    of multiplicity weights, and its AUC is the weighted Mann-Whitney statistic (ties count
-    one half). A fixed seed gives the same interval for the same data."""
-    y, p = np.asarray(y, dtype=int), np.asarray(p, dtype=float)
-    n = len(y)
-    if n == 0 or y.min() == y.max():
+                     level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of the ROC AUC (resampling members with replacement),
+    with the gate's resampler and weighted rank AUC (no loop over rows). A fixed seed gives
+    the same interval for the same data."""
+    y, p = np.asarray(y, dtype=float), np.asarray(p, dtype=float)
+    if len(y) == 0 or y.min() == y.max():
         return np.nan, np.nan
-    order = np.argsort(p, kind="stable")
-    y, p = y[order], p[order]
-    starts = np.flatnonzero(np.r_[True, p[1:] != p[:-1]])  # first row of each tied group
-    tied = len(starts) < n
-    y = y.astype(np.float32)
-    rng = np.random.default_rng(seed)
-    aucs = np.empty(n_boot)
-    for lo in range(0, n_boot, chunk):
-        k = min(chunk, n_boot - lo)
-        draws = rng.integers(0, n, size=(k, n)) + (np.arange(k) * n)[:, None]
-        # float32 holds these counts exactly (< 2**24) and halves the memory traffic
-        weights = np.bincount(draws.ravel(), minlength=k * n).reshape(k, n).astype(np.float32)
-        pos = weights * y
-        neg = weights - pos
-        if tied:
-            pos, neg = np.add.reduceat(pos, starts, axis=1), np.add.reduceat(neg, starts, axis=1)
-        beaten = np.cumsum(neg, axis=1)
-        beaten -= 0.5 * neg  # negatives scored lower, plus half the tied ones
-        n_pos, n_neg = pos.sum(axis=1, dtype=np.float64), neg.sum(axis=1, dtype=np.float64)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            aucs[lo:lo + k] = np.einsum("ij,ij->i", pos, beaten, dtype=np.float64) / (n_pos * n_neg)
+    aucs = np.concatenate([weighted_auc(counts, y, p) for counts in bootstrap_counts(len(y), n_boot, seed)])
     tail = (1 - level) / 2 * 100
     low, high = np.nanpercentile(aucs, [tail, 100 - tail])  # a one-class resample has no AUC
     return float(low), float(high)
