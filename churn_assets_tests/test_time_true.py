@@ -76,5 +76,5 @@ def test_cut_drops_hold_only_rows_dated_before_the_day(tiny_world, tmp_path):
     whole = pd.read_csv(folder / "transactions_logs.csv", dtype=str)
     assert len(whole) == len(full)  # the month has ended: delivered whole
     published = source / f"{month:%Y-%m}" / "churn_logs.csv"
-    if published.exists():  # the published labels arrive once final
-        assert (folder / "churn_logs.csv").read_bytes() == published.read_bytes()
+    assert published.exists()  # the generator publishes this month's labels ...
+    assert (folder / "churn_logs.csv").read_bytes() == published.read_bytes()  # ... delivered once final
