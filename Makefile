@@ -8,13 +8,11 @@ STAMP := $(VENV)/.installed
 
 export DAGSTER_HOME := $(CURDIR)
 export CHURN_DATA_DIR ?= $(CURDIR)/data
-export CHURN_DAGSTER_DIR ?= $(CHURN_DATA_DIR)/dagster
-export CHURN_DAGSTER_LOGS_DIR ?= $(CHURN_DATA_DIR)/dagster/logs
 export GX_ANALYTICS_ENABLED := false
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 export TQDM_MININTERVAL := 1
 
-.PHONY: install demo test ui bench serve clean
+.PHONY: install demo test test-fast ui bench serve clean
 
 install: $(STAMP)
 
@@ -30,8 +28,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
+# the fast layer only: unit and direct-asset tests, no replays, servers or subprocess runs
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow"
+
 ui: $(STAMP)
-	mkdir -p $(CHURN_DAGSTER_DIR)
 	$(VENV)/bin/dagster dev -h 127.0.0.1 -p $${PORT:-3000} -w workspace.yaml
 
 # MLflow's model server on models:/churn_model@production (HOST/PORT override 127.0.0.1:5001)

@@ -49,7 +49,7 @@ VARIANTS = ("preset", "numbers", "numbers+html", "calibration")
 
 def synthetic_features(n: int, seed: int, shift: bool) -> pd.DataFrame:
     """FEATURE_COLUMNS with plausible marginals: counts, money, shares, NULLs, categories."""
-    from churn_assets.features.feature_spec import CATEGORICAL_COLUMNS, NUMERIC_COLUMNS
+    from churn_assets.core.feature_spec import CATEGORICAL_COLUMNS, NUMERIC_COLUMNS
 
     rng = np.random.default_rng(seed)
     frame = pd.DataFrame({c: rng.gamma(2.0, 10.0, n) for c in NUMERIC_COLUMNS})
@@ -73,7 +73,7 @@ def _importance(columns: list[str]) -> pd.DataFrame:
 
 def _worker(variant: str, rows: int) -> dict:
     warnings.filterwarnings("ignore")
-    from churn_assets.features.feature_spec import CATEGORICAL_COLUMNS, FEATURE_COLUMNS, NUMERIC_COLUMNS
+    from churn_assets.core.feature_spec import CATEGORICAL_COLUMNS, FEATURE_COLUMNS, NUMERIC_COLUMNS
 
     reference = synthetic_features(rows, 1, shift=False)
     reference["target_month"] = pd.to_datetime(np.resize(MONTHS, rows)).date

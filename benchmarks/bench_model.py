@@ -38,7 +38,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from churn_assets.features.feature_spec import FEATURE_COLUMNS
+from churn_assets.core.feature_spec import FEATURE_COLUMNS
 from churn_assets.features.labels import compute_labels
 from churn_assets.features.member_features import build_member_features
 from churn_assets.ingest.loading import load_drop_file
@@ -46,8 +46,8 @@ from churn_assets.model.training import evaluate, train_churn_model
 from churn_assets.model.tuning import tune
 from churn_assets.monitoring.oracle_evaluation import compare_pairs_with_oracle, read_oracle
 from churn_assets.monitoring.performance import FIRST_SCORE, pairs_from_frames
-from churn_assets.months import add_months, month_end
-from churn_assets.scoring.assets import SCORING_WINDOW_DAYS, build_scoring_features
+from churn_assets.dates import add_months, month_end
+from churn_assets.scoring.queries import SCORING_WINDOW_DAYS, build_scoring_features
 from churn_assets.scoring.scores import churn_probability
 from churn_assets.synthetic.simulator import generate_world
 

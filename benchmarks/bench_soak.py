@@ -36,7 +36,7 @@ def _rss_mb(who=resource.RUSAGE_SELF) -> float:
 
 def _months() -> list[dt.date]:
     first = dt.date.fromisoformat(START + "-01")
-    from churn_assets.months import add_months
+    from churn_assets.dates import add_months
 
     return [add_months(first, i) for i in range(MONTHS)]
 
@@ -104,7 +104,7 @@ def ingest(con, landing: Path, stages: Stages) -> pd.DataFrame:
 def labels_and_features(con, stages: Stages) -> list[dt.date]:
     from churn_assets.features.labels import compute_labels
     from churn_assets.features.member_features import build_member_features
-    from churn_assets.warehouse import replace_partition
+    from churn_assets.sql import replace_partition
 
     months = _months()
     targets = months[1:-1]  # a history month before, a finalising month after
@@ -152,9 +152,9 @@ def train(con, targets: list[dt.date], stages: Stages):
 
 
 def score(con, model, month: dt.date, stages: Stages) -> None:
-    from churn_assets.scoring.assets import build_scoring_features
+    from churn_assets.scoring.queries import build_scoring_features
     from churn_assets.scoring.scores import score_members
-    from churn_assets.warehouse import replace_partition
+    from churn_assets.sql import replace_partition
 
     first = month + dt.timedelta(days=(7 - month.weekday()) % 7)
     weeks = [first + dt.timedelta(weeks=i) for i in range(4)]
@@ -192,7 +192,7 @@ def main() -> None:
             acc = ingest(con, root / "world" / "landing", stages)
             targets = labels_and_features(con, stages)
             model, valid_month = train(con, targets, stages)
-            from churn_assets.months import add_months
+            from churn_assets.dates import add_months
 
             score(con, model, add_months(valid_month, 1), stages)
         db_mb = (root / "soak.duckdb").stat().st_size / 1e6

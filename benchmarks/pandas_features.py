@@ -13,7 +13,7 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 
-from churn_assets.features.feature_spec import CATEGORICAL_COLUMNS, FEATURE_COLUMNS, KEY_COLUMNS
+from churn_assets.core.feature_spec import CATEGORICAL_COLUMNS, FEATURE_COLUMNS, KEY_COLUMNS
 
 
 def _as_text(s: pd.Series) -> pd.Series:

@@ -26,7 +26,7 @@ import pandas as pd
 from dagster._core.storage.tags import RUN_KEY_TAG, SENSOR_NAME_TAG
 
 from churn_assets.features.labels import final_on
-from churn_assets.months import add_months
+from churn_assets.dates import add_months
 from churn_assets.settings import Paths, paths_from_env
 
 # 2016-05..2017-06: two months of history before the 2016-07 start of the brief, so that
@@ -84,12 +84,12 @@ class Replay:
         return any(job.name == name for job in self.defs.jobs or [])
 
     def run(self, job_name: str, partition_key: str | None = None, tags: dict | None = None,
-            run_config: dict | None = None) -> bool:
+            run_config: dict | None = None, asset_selection: list[dg.AssetKey] | None = None) -> bool:
         job = self.defs.resolve_job_def(job_name)
         # the console shows warnings only; every event still goes to the instance (make ui)
         config = {**(run_config or self.run_config.get(job_name) or {}), **QUIET_CONSOLE}
         result = job.execute_in_process(instance=self.instance, partition_key=partition_key, tags=tags or {},
-                                        run_config=config, raise_on_error=False)
+                                        run_config=config, raise_on_error=False, asset_selection=asset_selection)
         if not result.success:
             print(f"  run {job_name} {partition_key or ''} did not succeed (run {result.run_id[:8]}; see make ui)")
         self.summary.runs.append({"job": job_name, "partition": partition_key, "success": result.success,
@@ -100,8 +100,9 @@ class Replay:
     def tick(self, sensor_name: str) -> list[dg.RunRequest]:
         """Evaluate a sensor like the daemon would and execute its new run requests."""
         sensor = self.defs.resolve_sensor_def(sensor_name)
+        resources = {k: v for k, v in (self.defs.resources or {}).items() if k in sensor.required_resource_keys}
         context = dg.build_sensor_context(instance=self.instance, cursor=self.cursors.get(sensor_name),
-                                          definitions=self.defs, sensor_name=sensor_name)
+                                          definitions=self.defs, sensor_name=sensor_name, resources=resources)
         data = sensor.evaluate_tick(context)
         self.cursors[sensor_name] = data.cursor
         executed = []
@@ -114,7 +115,8 @@ class Replay:
             if request.run_key:
                 tags[RUN_KEY_TAG] = request.run_key
             job_name = request.job_name or sensor.job_name
-            self.run(job_name, request.partition_key, tags, request.run_config or None)
+            self.run(job_name, request.partition_key, tags, request.run_config or None,
+                     list(request.asset_selection) if request.asset_selection else None)
             executed.append(request)
         return executed
 
@@ -206,6 +208,11 @@ def run_demo(members: int = 20_000, seed: int = 7, reset: bool = True, world: di
         if not os.environ.get("DAGSTER_HOME"):
             raise RuntimeError("DAGSTER_HOME is not set: run `make demo`, which points it at the repo root")
         instance = dg.DagsterInstance.get()
+        storage = Path(instance.storage_directory()).resolve()
+        if not storage.is_relative_to(paths.data_dir):  # the reset above would not reset the instance
+            raise RuntimeError(f"the Dagster instance stores runs in {storage}, outside CHURN_DATA_DIR "
+                               f"{paths.data_dir}: point DAGSTER_HOME at a folder whose dagster.yaml keeps "
+                               "storage under the data dir (run from the repo root for the default)")
     replay = Replay(build_definitions(), instance, summary, DEMO_RUN_CONFIG if run_config is None else run_config)
     has_model = replay.has_job("train_job")
     has_scoring = replay.has_job("weekly_scoring_job")
@@ -296,7 +303,7 @@ def _fill_tables(paths: Paths, summary: DemoSummary, source: Path) -> None:
     summary.tables["one-month-ahead quality against the oracle (first score of each expiry cycle)"] = oracle
 
     from churn_assets.demo_story import story_lines
-    from churn_assets.monitoring.assets import DriftConfig
+    from churn_assets.defs.monitoring.assets import DriftConfig
 
     weeks = _query(paths, "SELECT week_start, model_version, drift_share, level, decision FROM monitoring.drift_reports")
     if weeks is None:
@@ -323,7 +330,8 @@ def _promotions(paths: Paths, summary: DemoSummary) -> pd.DataFrame | None:
         return None
     from mlflow import MlflowClient
 
-    from churn_assets.model.registry import MODEL_NAME, trained_through
+    from churn_assets.model.names import MODEL_NAME
+    from churn_assets.model.versions import trained_through
 
     client = MlflowClient(paths.mlflow_tracking_uri)
     tags = {str(v.version): v.tags for v in client.search_model_versions(f"name = '{MODEL_NAME}'")}

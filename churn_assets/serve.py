@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 
-from churn_assets.model.registry import MODEL_NAME, PRODUCTION
+from churn_assets.model.names import MODEL_NAME, PRODUCTION
 from churn_assets.settings import paths_from_env
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", "5001"  # 5000 is the MLflow UI's habit

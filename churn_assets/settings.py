@@ -1,4 +1,4 @@
-"""Where things live, from the environment (DESIGN.md section 3 defaults).
+"""Where things live, from the environment (defaults: README, "Configuration").
 
 Read at call time, never at import time, so tests and the long-lived code
 server see the environment they were started with.

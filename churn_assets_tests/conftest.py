@@ -53,3 +53,22 @@ def defs(data_dir):
     from churn_assets.definitions import build_definitions
 
     return build_definitions()
+
+
+def repo_instance_config(storage_dir: Path) -> dict:
+    """The repo's dagster.yaml with its relative data/dagster paths moved under `storage_dir`,
+    so a test instance built from it never writes into the checkout's data/."""
+    import yaml
+
+    config = yaml.safe_load((Path(__file__).parents[1] / "dagster.yaml").read_text())
+    for section in ("local_artifact_storage", "compute_logs"):
+        config[section]["config"]["base_dir"] = str(storage_dir / Path(config[section]["config"]["base_dir"]).relative_to("data/dagster"))
+    config["storage"]["sqlite"]["base_dir"] = str(storage_dir)
+    return config
+
+
+def test_resources(**overrides) -> dict:
+    """The local resource set for the current CHURN_DATA_DIR (see `data_dir`), with `overrides`."""
+    from churn_assets.defs.resources import local_resources
+
+    return {**local_resources(), **overrides}

@@ -24,7 +24,7 @@ from churn_assets.analytics.publish import (
     publish_table,
     refresh_analytics_views,
 )
-from churn_assets.resources import Warehouse, WarehouseLockedError
+from churn_assets.defs.resources import Warehouse, WarehouseLockedError
 from churn_assets.settings import Paths
 
 WEEKS = [date(2017, 1, 2), date(2017, 1, 9)]
@@ -132,7 +132,7 @@ def test_publish_helper_uses_the_contract_locations(tmp_path):
     paths = Paths(tmp_path / "data")
     with duckdb.connect() as con:
         _write_scores(con, WEEKS[0], 10, 1)
-        path = publish(con, "scoring.churn_scores", WEEKS[0], paths=paths)
+        [path] = publish(con, {"scoring.churn_scores": WEEKS[0]}, paths=paths)
     assert path.parent == paths.analytics / "scoring" / "churn_scores"
     with duckdb.connect(str(paths.data_dir / "analytics.duckdb"), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM scoring.churn_scores").fetchone() == (10,)
@@ -298,9 +298,8 @@ def test_the_readme_analyst_queries_run_on_the_published_views(tmp_path):
             SELECT DATE '2017-01-02' AS week_start, c AS column_name, 'psi' AS method, s AS score, s > 0.2 AS drifted
             FROM (VALUES ('plan_days', 0.3), ('bd', 0.1)) v(c, s)""")
         for week in WEEKS:
-            publish(con, "scoring.churn_scores", week, paths=paths)
-        publish(con, "monitoring.drift_reports", WEEKS[0], paths=paths)
-        publish(con, "monitoring.drift_columns", WEEKS[0], paths=paths)
+            publish(con, {"scoring.churn_scores": week}, paths=paths)
+        publish(con, {"monitoring.drift_reports": WEEKS[0], "monitoring.drift_columns": WEEKS[0]}, paths=paths)
     with duckdb.connect(str(paths.data_dir / "analytics.duckdb"), read_only=True) as con:
         results = [con.execute(q).fetchall() for q in queries]
     assert all(results)

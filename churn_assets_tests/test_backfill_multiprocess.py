@@ -18,10 +18,12 @@ import duckdb
 import pytest
 import yaml
 
-from churn_assets.ingest.assets import ingest_job, raw_assets
-from churn_assets.resources import Warehouse
+from churn_assets.defs.ingest.assets import ingest_job, raw_assets
+from churn_assets.defs.resources import Storage, Warehouse
 from churn_assets.settings import paths_from_env
-from churn_assets_tests.conftest import deliver
+from churn_assets_tests.conftest import deliver, repo_instance_config
+
+pytestmark = pytest.mark.slow  # a system test: see `make test-fast`
 
 ROOT = Path(__file__).resolve().parents[1]
 MONTHS = ["2016-07", "2016-08", "2016-09"]
@@ -50,7 +52,7 @@ def backfill_definitions() -> dg.Definitions:
         assets=raw_assets,
         jobs=[ingest_job, LOGS_JOB],
         # a short lock wait: were the pool not serialising the writers, a step would fail
-        resources={"warehouse": Warehouse(database=str(paths_from_env().duckdb_path), lock_timeout_seconds=5.0)},
+        resources={"storage": Storage(data_dir=str(paths_from_env().data_dir)), "warehouse": Warehouse(database=str(paths_from_env().duckdb_path), lock_timeout_seconds=5.0)},
         executor=dg.multiprocess_executor.configured({"max_concurrent": 4, "start_method": {"forkserver": {}}}),
     )
 
@@ -58,7 +60,7 @@ def backfill_definitions() -> dg.Definitions:
 def _instance_yaml(home: Path) -> None:
     """The root dagster.yaml (storage, the op pools) with runs launched at once, no daemon:
     the run limits of `concurrency.runs` belong to the daemon's queue and are dropped."""
-    config = yaml.safe_load((ROOT / "dagster.yaml").read_text())
+    config = repo_instance_config(home / "storage")
     pools = config.pop("concurrency")["pools"]
     assert pools == {"granularity": "op", "default_limit": 1}
     config["concurrency"] = {"pools": pools}
@@ -98,8 +100,7 @@ def backfill(tiny_world, tmp_path, monkeypatch):
     _instance_yaml(home)
     bin_dir = Path(sys.executable).parent
     for name, value in {
-        "DAGSTER_HOME": home, "CHURN_DATA_DIR": data, "CHURN_DAGSTER_DIR": data / "dagster",
-        "CHURN_DAGSTER_LOGS_DIR": data / "dagster" / "logs", "GX_ANALYTICS_ENABLED": "false",
+        "DAGSTER_HOME": home, "CHURN_DATA_DIR": data, "GX_ANALYTICS_ENABLED": "false",
         "PATH": os.pathsep.join([str(bin_dir), os.environ["PATH"]]),
     }.items():
         monkeypatch.setenv(name, str(value))

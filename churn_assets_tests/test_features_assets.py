@@ -2,9 +2,9 @@
 import dagster as dg
 import duckdb
 
-from churn_assets.features.assets import features_assets
-from churn_assets.ingest.assets import raw_assets
-from churn_assets.resources import Warehouse
+from churn_assets.defs.features.assets import features_assets
+from churn_assets.defs.ingest.assets import raw_assets
+from churn_assets.defs.resources import Storage, Warehouse
 from churn_assets.settings import paths_from_env
 from churn_assets_tests.conftest import deliver
 
@@ -13,7 +13,7 @@ MONTHS = ["2016-08", "2016-09", "2016-10", "2016-11"]
 
 def _run(assets, key, instance):
     result = dg.materialize(assets, partition_key=key, instance=instance,
-                            resources={"warehouse": Warehouse(database=str(paths_from_env().duckdb_path))})
+                            resources={"storage": Storage(data_dir=str(paths_from_env().data_dir)), "warehouse": Warehouse(database=str(paths_from_env().duckdb_path))})
     assert result.success
     return result
 

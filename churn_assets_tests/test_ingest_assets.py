@@ -6,9 +6,9 @@ import json
 import dagster as dg
 import duckdb
 
-from churn_assets.ingest.assets import raw_assets
-from churn_assets.ingest.sensors import landing_sensor
-from churn_assets.resources import Warehouse
+from churn_assets.defs.ingest.assets import raw_assets
+from churn_assets.defs.ingest.sensors import landing_sensor
+from churn_assets.defs.resources import Storage, Warehouse
 from churn_assets.settings import paths_from_env
 from churn_assets_tests.conftest import deliver
 
@@ -19,7 +19,7 @@ KEY = "2016-09-01"
 def _materialize(instance, key=KEY):
     return dg.materialize(
         raw_assets, partition_key=key, instance=instance,
-        resources={"warehouse": Warehouse(database=str(paths_from_env().duckdb_path))},
+        resources={"storage": Storage(data_dir=str(paths_from_env().data_dir)), "warehouse": Warehouse(database=str(paths_from_env().duckdb_path))},
         raise_on_error=False,
     )
 
@@ -88,7 +88,8 @@ def test_gx_blocking_check_fails_on_a_corrupted_drop(tiny_world, data_dir, insta
 
 def test_landing_sensor_new_unchanged_and_redelivered(tiny_world, data_dir, instance, defs):
     def tick(cursor=None):
-        return landing_sensor.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs))
+        return landing_sensor.evaluate_tick(dg.build_sensor_context(
+            instance=instance, cursor=cursor, definitions=defs, resources={"storage": Storage(data_dir=str(data_dir))}))
 
     deliver(tiny_world, data_dir, MONTH)
     first = tick()
@@ -112,6 +113,19 @@ def test_landing_sensor_new_unchanged_and_redelivered(tiny_world, data_dir, inst
     assert keys == [KEY, "2016-10-01"]
     assert redelivered.run_requests[0].run_key != first.run_requests[0].run_key
     assert json.loads(redelivered.cursor).keys() == {MONTH, "2016-10"}
+    # a first delivery loads every raw asset; a re-delivery only those whose file changed
+    by_key = {r.partition_key: r for r in redelivered.run_requests}
+    assert first.run_requests[0].asset_selection is None and by_key["2016-10-01"].asset_selection is None
+    assert by_key[KEY].asset_selection == [dg.AssetKey(["raw", "user_logs"])]
+
+    # published labels arriving later re-load raw.churn_labels alone; withdrawing them too
+    labels = data_dir / "landing" / MONTH / "churn_logs.csv"
+    labels.write_bytes(labels.read_bytes() + labels.read_text().splitlines()[1].encode() + b"\n")
+    relabelled = tick(redelivered.cursor)
+    assert [r.asset_selection for r in relabelled.run_requests] == [[dg.AssetKey(["raw", "churn_labels"])]]
+    labels.unlink()
+    withdrawn = tick(relabelled.cursor)
+    assert [r.asset_selection for r in withdrawn.run_requests] == [[dg.AssetKey(["raw", "churn_labels"])]]
 
 
 def test_redelivered_drop_without_labels_withdraws_them(tiny_world, data_dir, instance):

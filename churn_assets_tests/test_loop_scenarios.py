@@ -9,13 +9,17 @@ instance, so every step is a real Dagster run, delivered Monday by Monday:
 - a stationary world: nothing is requested, the first model stays in production.
 Replaying two worlds keeps the suite within its time budget."""
 import dagster as dg
+import pytest
 import duckdb
 from dagster._core.storage.tags import SENSOR_NAME_TAG
 from mlflow import MlflowClient
 
 from churn_assets.demo import run_demo
-from churn_assets.model.registry import MODEL_NAME, TAG_FINGERPRINT, trained_through
+from churn_assets.model.names import MODEL_NAME, TAG_FINGERPRINT
+from churn_assets.model.versions import trained_through
 from churn_assets.settings import paths_from_env
+
+pytestmark = pytest.mark.slow  # a system test: see `make test-fast`
 
 MEMBERS = 3_000
 # ~2.5 k candidates a month: LightGBM and the logistic baseline tie within noise, and the

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from benchmarks.pandas_features import build_member_features_pandas
-from churn_assets.features.feature_spec import CATEGORICAL_COLUMNS, FEATURE_COLUMNS, KEY_COLUMNS
+from churn_assets.core.feature_spec import CATEGORICAL_COLUMNS, FEATURE_COLUMNS, KEY_COLUMNS
 from churn_assets.features.member_features import (
     build_member_features,
     expiring_members,

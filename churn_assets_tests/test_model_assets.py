@@ -15,12 +15,17 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from churn_assets.model import assets as A
-from churn_assets.model.registry import alias_version, load_production
-from churn_assets_tests.toy_world import write_toy_world
-from churn_assets.resources import Warehouse
+from churn_assets.defs.keys import CHURN_MODEL
+from churn_assets.defs.model import assets as A
+from churn_assets.defs.model.checks import model_checks
+from churn_assets.defs.model.config import AcceptanceConfig, TrainConfig
+from churn_assets.defs.model.jobs import model_jobs
+from churn_assets.defs.resources import Warehouse, local_resources
+from churn_assets.model.versions import alias_version, load_production
 from churn_assets.settings import paths_from_env
+from churn_assets_tests.stubs import StubRegistry
 from churn_assets_tests.test_model_support import fresh_mlflow_store
+from churn_assets_tests.toy_world import write_toy_world
 
 MONTHS = [dt.date(2017, m, 1) for m in range(1, 6)]
 JUNE = dt.date(2017, 6, 1)
@@ -44,11 +49,11 @@ def env(tmp_path_factory):
     db = str(root / "churn.duckdb")
     with duckdb.connect(db) as con:
         write_toy_world(con, MONTHS, 2000, seed=11)
-    defs = dg.Definitions(
+    defs = dg.Definitions(  # the environment's resources ("registry", "mlflow", ...), this test's warehouse
         assets=A.model_assets,
-        asset_checks=A.model_checks,
-        jobs=A.model_jobs,
-        resources={"warehouse": Warehouse(database=db), **A.model_resources(paths)},
+        asset_checks=model_checks,
+        jobs=model_jobs,
+        resources={**local_resources(paths), "warehouse": Warehouse(database=db)},
     )
     with dg.instance_for_test() as instance:
         yield {"defs": defs, "instance": instance, "db": db, "uri": uri, "client": MlflowClient(uri), "paths": paths}
@@ -73,7 +78,7 @@ def test_jobs_wire_the_hook_and_end_with_production_model(env):
     assert {h.name for h in job.hook_defs} == {"end_mlflow_on_run_finished"}
     retune = env["defs"].resolve_job_def("retune_job")
     assert retune.run_config["ops"]["ml__churn_model"]["config"]["mode"] == "retune"
-    spec = env["defs"].resolve_assets_def(A.CHURN_MODEL).specs_by_key[A.CHURN_MODEL]
+    spec = env["defs"].resolve_assets_def(CHURN_MODEL).specs_by_key[CHURN_MODEL]
     assert spec.kinds == {"lightgbm", "mlflow"} and spec.group_name == "model"
 
 
@@ -198,3 +203,18 @@ def test_too_few_months_fails_clearly(env):
     assert not result.success
     failure = result.failure_data_for_node("ml__churn_model")
     assert "need 7 final labelled months" in failure.error.message + str(failure.user_failure_data)
+
+
+def test_assets_called_directly_fail_clearly_without_their_inputs(tmp_path):
+    """Direct calls with stub resources: no final labelled month to train or accept on, and no
+    ml/churn_model materialisation for the acceptance to read its version from."""
+    warehouse = Warehouse(database=str(tmp_path / "empty.duckdb"))
+    resources = {"warehouse": warehouse, "registry": StubRegistry(), "mlflow": object()}
+    with dg.build_asset_context(resources=resources) as context:
+        with pytest.raises(dg.Failure, match="need 4 final labelled months .* found 0"):
+            A.churn_model(context, config=TrainConfig())
+    with dg.instance_for_test() as instance, \
+            dg.build_asset_context(resources={"warehouse": warehouse, "registry": StubRegistry()},
+                                   instance=instance) as context:
+        with pytest.raises(dg.Failure, match="no materialisation with a model_version yet"):
+            A.production_model(context, config=AcceptanceConfig())

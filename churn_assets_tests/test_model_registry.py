@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from churn_assets.features.feature_spec import FEATURE_COLUMNS
-from churn_assets.model import registry as R
+from churn_assets.core.feature_spec import FEATURE_COLUMNS
+from churn_assets.model import mlflow_logging, names, promotion, promotion_log, versions
 from churn_assets.model.data import load_training_frame
 from churn_assets.model.training import RUNTIME_PARAMS, evaluate, train_churn_model
 from churn_assets_tests.test_model_support import fresh_mlflow_store
@@ -44,14 +44,14 @@ def store(tmp_path_factory):
     write_toy_world(con, MONTHS[4:], 2000, seed=3, shift=SHIFT)
     frame = load_training_frame(con, MONTHS)
     good = train_churn_model(frame, None, TRAIN, VALID)
-    logged = R.log_training(good, uri, artifacts, tags={"mode": "refit"})
+    logged = mlflow_logging.log_training(good, uri, artifacts, tags={"mode": "refit"})
     client = MlflowClient(uri)
-    auto = R.automated_tests(client, logged.version, good)
+    auto = promotion.automated_tests(client, logged.version, good)
     with pytest.raises(LookupError, match="no 'production' alias") as no_production:
-        R.load_production(uri)
-    accept = R.acceptance(client, logged.version, frame[frame["target_month"] == VALID])
+        versions.load_production(uri)
+    accept = promotion.acceptance(client, logged.version, frame[frame["target_month"] == VALID])
     for stage, decision in (("staging", auto), ("production", accept)):
-        R.record_promotion(con, R.promotion_row(logged.version, stage, decision))
+        promotion_log.record_promotion(con, promotion_log.promotion_row(logged.version, stage, decision))
     yield {"uri": uri, "root": root, "client": client, "con": con, "frame": frame, "good": good,
            "logged": logged, "auto": auto, "accept": accept, "no_production": no_production}
     con.close()
@@ -62,16 +62,16 @@ def _month(frame: pd.DataFrame, month: dt.date) -> pd.DataFrame:
     return frame[frame["target_month"] == month]
 
 
-def _register(store, result, mode: str = "refit") -> tuple[str, R.GateDecision]:
-    version = R.log_training(result, store["uri"], tags={"mode": mode}).version
-    auto = R.automated_tests(store["client"], version, result)
-    R.record_promotion(store["con"], R.promotion_row(version, "staging", auto))
+def _register(store, result, mode: str = "refit") -> tuple[str, promotion.GateDecision]:
+    version = mlflow_logging.log_training(result, store["uri"], tags={"mode": mode}).version
+    auto = promotion.automated_tests(store["client"], version, result)
+    promotion_log.record_promotion(store["con"], promotion_log.promotion_row(version, "staging", auto))
     return version, auto
 
 
-def _accept(store, version: str, month: dt.date, **kw) -> R.GateDecision:
-    decision = R.acceptance(store["client"], version, _month(store["frame"], month), **kw)
-    R.record_promotion(store["con"], R.promotion_row(version, "production", decision))
+def _accept(store, version: str, month: dt.date, **kw) -> promotion.GateDecision:
+    decision = promotion.acceptance(store["client"], version, _month(store["frame"], month), **kw)
+    promotion_log.record_promotion(store["con"], promotion_log.promotion_row(version, "production", decision))
     return decision
 
 
@@ -79,7 +79,7 @@ def test_first_model_is_logged_registered_and_promoted(store):
     client, logged = store["client"], store["logged"]
     assert logged.version == "1" and store["auto"].passed and store["accept"].passed
     assert store["accept"].reasons == ["first production model"]
-    assert R.alias_version(client, "staging") == R.alias_version(client, "production") == "1"
+    assert versions.alias_version(client, "staging") == versions.alias_version(client, "production") == "1"
     exp = client.get_experiment_by_name("churn")
     assert exp.artifact_location == (store["root"] / "artifacts").as_uri()
 
@@ -91,20 +91,20 @@ def test_first_model_is_logged_registered_and_promoted(store):
         assert name in run.data.metrics
     assert run.data.metrics["valid_auc"] == pytest.approx(store["good"].metrics["auc"])
     files = {a.path for d in ("reference", "plots") for a in client.list_artifacts(logged.run_id, d)}
-    assert files == {R.REFERENCE_FEATURES, R.VALIDATION_SCORES, "plots/feature_importance.png", "plots/calibration.png"}
+    assert files == {names.REFERENCE_FEATURES, names.VALIDATION_SCORES, "plots/feature_importance.png", "plots/calibration.png"}
     # one logged model per run (the deployable one): the hold-out model travels as its predictions only
     models = client.search_logged_models([exp.experiment_id])
     assert [m.source_run_id for m in models] == [logged.run_id]
 
     tags = client.get_model_version("churn_model", "1").tags
     assert tags["gate.automated"] == "passed" and tags["gate.acceptance"] == "passed" and tags["mode"] == "refit"
-    assert tags[R.TAG_TRAINED_THROUGH] == R.trained_through(tags) == "2017-05-01"
+    assert tags[names.TAG_TRAINED_THROUGH] == versions.trained_through(tags) == "2017-05-01"
     assert tags["valid_month"] == "2017-05-01" and tags["train_months"] == "2017-02-01,2017-03-01,2017-04-01"
-    assert tags[R.TAG_FINGERPRINT] == store["good"].fingerprint
-    params = R.production_params(client)
+    assert tags[names.TAG_FINGERPRINT] == store["good"].fingerprint
+    params = versions.production_params(client)
     assert params["num_leaves"] == store["good"].params["num_leaves"] and not set(RUNTIME_PARAMS) & set(params)
 
-    evidence = R.training_evidence(client, "1")
+    evidence = versions.training_evidence(client, "1")
     assert evidence.metrics["auc"] == pytest.approx(store["good"].metrics["auc"])
     assert len(evidence.validation_predictions) == 2000
     # the reference is every month the served model learned, with its month for the drift monitor
@@ -112,12 +112,12 @@ def test_first_model_is_logged_registered_and_promoted(store):
     assert list(evidence.reference_sample.columns) == [*FEATURE_COLUMNS, "target_month"]
     assert sorted(pd.to_datetime(evidence.reference_sample["target_month"]).dt.date.unique()) == [*TRAIN, VALID]
     # the signature is the features only
-    schema = R._load_pyfunc(client, "1").metadata.get_input_schema()
+    schema = versions.load_pyfunc(client, "1").metadata.get_input_schema()
     assert [c.name for c in schema.inputs] == FEATURE_COLUMNS
 
 
 def test_load_production_gives_the_deployable_model(store):
-    model, version = R.load_production(store["uri"])
+    model, version = versions.load_production(store["uri"])
     rows = _month(store["frame"], VALID)
     p = model.predict_proba(rows)
     assert version == "1" and p.shape == (len(rows),)
@@ -141,7 +141,7 @@ def test_shuffled_labels_challenger_is_refused_and_production_stays(store):
     assert not auto.passed and any("not above chance" in r for r in auto.reasons)
     assert any("below the base-rate log loss" in r for r in auto.reasons)
     assert client.get_model_version("churn_model", version).tags["gate.automated"] == "failed"
-    accept = R.acceptance(client, version, _month(frame, VALID))
+    accept = promotion.acceptance(client, version, _month(frame, VALID))
     assert not accept.passed and "did not pass the automated tests" in accept.reasons[0]
     # even when (wrongly) tagged as passed, the non-inferiority test refuses it on the same month,
     # against production's own logged hold-out predictions of May
@@ -150,7 +150,7 @@ def test_shuffled_labels_challenger_is_refused_and_production_stays(store):
     assert not accept.passed and accept.reasons[0].startswith("inferior to production v1 on 2017-05-01")
     assert "hold-out predictions" in accept.reasons[0] and "95% CI" in accept.reasons[0]
     assert accept.details["delta_auc_low"] < -0.005 and accept.details["incumbent_version"] == "1"
-    assert R.alias_version(client, "production") == "1" and R.alias_version(client, "staging") == "1"
+    assert versions.alias_version(client, "production") == "1" and versions.alias_version(client, "staging") == "1"
 
     rows = store["con"].execute(
         "SELECT model_version, stage, decision, incumbent_version FROM ml.model_promotions ORDER BY decided_at").fetchall()
@@ -161,7 +161,7 @@ def test_shuffled_labels_challenger_is_refused_and_production_stays(store):
 def test_identical_retrain_is_refused(store):
     client = store["client"]
     # the production recipe, as the next refit gets it, on the same data: the same model again
-    again = train_churn_model(store["frame"], R.production_params(client), TRAIN, VALID, num_threads=1)
+    again = train_churn_model(store["frame"], versions.production_params(client), TRAIN, VALID, num_threads=1)
     assert again.fingerprint == store["good"].fingerprint
     version, auto = _register(store, again)
     assert auto.passed
@@ -169,7 +169,7 @@ def test_identical_retrain_is_refused(store):
     assert not accept.passed
     assert accept.reasons == [f"identical to production v1: same training data and parameters "
                               f"(training_fingerprint {again.fingerprint})"]
-    assert R.alias_version(client, "production") == "1"
+    assert versions.alias_version(client, "production") == "1"
     assert client.get_model_version("churn_model", version).tags["gate.acceptance"] == "failed"
 
 
@@ -186,12 +186,12 @@ def test_stale_window_is_refused(store):
     accept = _accept(store, version, MONTHS[3])
     assert not accept.passed
     assert accept.reasons[0].startswith("stale window: production v1 already learned through 2017-05-01")
-    assert R.alias_version(client, "production") == "1"
+    assert versions.alias_version(client, "production") == "1"
 
 
 def test_genuine_challenger_on_a_newer_month_is_promoted(store):
     client, frame = store["client"], store["frame"]
-    newer = train_churn_model(frame, R.production_params(client), NEWER_TRAIN, NEWER)
+    newer = train_churn_model(frame, versions.production_params(client), NEWER_TRAIN, NEWER)
     version, auto = _register(store, newer)
     assert auto.passed and newer.fingerprint != store["good"].fingerprint
     accept = _accept(store, version, NEWER, **SMALL_MONTH)
@@ -207,7 +207,7 @@ def test_genuine_challenger_on_a_newer_month_is_promoted(store):
     june = _month(frame, NEWER)
     expected = evaluate(june["is_churn"].to_numpy(), store["good"].model.predict_proba(june))
     assert d["incumbent_auc"] == pytest.approx(expected["auc"]) and d["incumbent_log_loss"] == pytest.approx(expected["log_loss"])
-    assert R.alias_version(client, "production") == version
+    assert versions.alias_version(client, "production") == version
     tags = client.get_model_version("churn_model", version).tags
     assert tags["gate.acceptance"] == "passed" and tags["gate.acceptance.month"] == "2017-06-01"
     assert float(tags["gate.acceptance.delta_auc_low"]) == pytest.approx(d["delta_auc_low"], abs=1e-6)
@@ -221,20 +221,20 @@ def test_genuine_challenger_on_a_newer_month_is_promoted(store):
 
 def test_failed_version_never_gets_production(store):
     client = store["client"]
-    current = R.alias_version(client, "production")
+    current = versions.alias_version(client, "production")
     client.set_model_version_tag("churn_model", current, "gate.automated", "failed")  # a racing gate flipped it
     try:
-        assert R.promote(client, current) is False
+        assert promotion.promote(client, current) is False
     finally:
         client.set_model_version_tag("churn_model", current, "gate.automated", "passed")
-    assert R.promote(client, current) is True and R.alias_version(client, "production") == current
+    assert promotion.promote(client, current) is True and versions.alias_version(client, "production") == current
 
 
 def test_record_promotion_validates_rows(store):
     with pytest.raises(ValueError, match="bad promotion row"):
-        R.record_promotion(store["con"], {"stage": "Production", "decision": "promoted", "model_version": "1"})
+        promotion_log.record_promotion(store["con"], {"stage": "Production", "decision": "promoted", "model_version": "1"})
     frame = store["con"].execute("SELECT * FROM ml.model_promotions").df()
-    assert list(frame.columns) == list(R.PROMOTION_COLUMNS)
+    assert list(frame.columns) == list(promotion_log.PROMOTION_COLUMNS)
     assert isinstance(frame["decided_at"].iloc[0], pd.Timestamp)
 
 

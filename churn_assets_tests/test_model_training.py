@@ -8,16 +8,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from churn_assets.features.feature_spec import FEATURE_COLUMNS, KEY_COLUMNS
+from churn_assets.core.feature_spec import FEATURE_COLUMNS, KEY_COLUMNS
 from churn_assets.model.data import labelled_months, load_training_frame
 from churn_assets.model.pyfunc import PREDICT_COLUMNS, ChurnModel
 from churn_assets_tests.toy_world import write_toy_world
+from churn_assets.core.metrics import calibration_table, classification_metrics, expected_calibration_error
 from churn_assets.model.training import (
     DEFAULT_PARAMS,
     RUNTIME_PARAMS,
-    calibration_table,
     evaluate,
-    expected_calibration_error,
     resolve_threads,
     split_months,
     train_churn_model,
@@ -91,7 +90,25 @@ def test_evaluate_bucket_a_and_lift():
     assert m["precision_a"] == pytest.approx(2 / 3)
     assert m["lift_top_decile"] == pytest.approx(1 / 0.3)  # top 10 rows are all 0.9 and churn
     assert 0 < m["auc"] < 1 and m["brier"] > 0
-    assert evaluate(y, np.full(y.size, 0.1))["precision_a"] == 0.0  # empty bucket A
+    # undefined is NaN, not 0: an empty bucket A has no precision, a month without churners no recall
+    assert np.isnan(evaluate(y, np.full(y.size, 0.1))["precision_a"])
+    assert np.isnan(evaluate(np.zeros(y.size), p)["recall_a"])
+
+
+def test_training_and_monitoring_share_one_metrics_function():
+    from churn_assets.monitoring.performance import quality
+
+    rng = np.random.default_rng(1)
+    p = rng.random(500)
+    y = (rng.random(500) < p).astype(int)
+    for y_, p_ in ((y, p), (y, p * 0.5)):  # the second has an empty bucket A
+        shared, trained, realised = classification_metrics(y_, p_), evaluate(y_, p_), quality(y_, p_, n_boot=10)
+        assert trained.keys() == shared.keys()
+        for name in shared:
+            np.testing.assert_equal(trained[name], shared[name])  # NaN equals NaN here
+        for name in ("auc", "pr_auc", "log_loss", "recall_a", "precision_a"):
+            np.testing.assert_equal(realised[name], shared[name])
+    assert np.isnan(quality(y, p * 0.5, n_boot=10)["precision_a"])
 
 
 # ---------------------------------------------------------------- training

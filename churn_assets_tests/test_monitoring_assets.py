@@ -1,4 +1,5 @@
-"""drift_report and model_performance against a real DuckDB file and a real MLflow sqlite store."""
+"""drift_report and model_performance against a real DuckDB file and a real MLflow sqlite store,
+passed as resources (warehouse, registry, storage); one direct call with a stub registry."""
 from __future__ import annotations
 
 import datetime as dt
@@ -6,15 +7,14 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
-import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from churn_assets.features.feature_spec import CATEGORICAL_COLUMNS, FEATURE_COLUMNS
-from churn_assets.monitoring.assets import drift_report, model_performance
-from churn_assets.resources import Warehouse
+from churn_assets.core.feature_spec import CATEGORICAL_COLUMNS, FEATURE_COLUMNS
+from churn_assets.defs.monitoring.assets import DriftConfig, PerformanceConfig, drift_report, model_performance
+from churn_assets.defs.resources import ModelRegistry, Storage, Warehouse
 
 WEEK = dt.date(2017, 3, 6)
 MARCH = dt.date(2017, 3, 1)
@@ -35,9 +35,9 @@ def features(n: int, seed: int, shift: bool) -> pd.DataFrame:
 
 @pytest.fixture
 def world(tmp_path, monkeypatch):
-    monkeypatch.setenv("CHURN_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("CHURN_DATA_DIR", str(tmp_path))  # where publish() puts the analysts' Parquet
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the store comes from the registry resource only
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     experiment = client.create_experiment("churn", artifact_location=(tmp_path / "artifacts").as_uri())
     run = client.create_run(experiment)
@@ -68,14 +68,22 @@ def world(tmp_path, monkeypatch):
                            "churn_probability": rng.beta(2, 8, len(current)), "model_version": str(version)})
     con.execute("CREATE TABLE scoring.churn_scores AS SELECT * FROM scores")
     con.close()
-    mlflow.set_tracking_uri(None)  # forget any global URI an earlier test left behind ...
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # ... which in MLflow 3 also unsets the variable
-    return {"db": db, "version": str(version), "tmp": tmp_path}
+    return {"db": db, "version": str(version), "tmp": tmp_path, "uri": uri}
+
+
+def client_of(world) -> MlflowClient:
+    return MlflowClient(tracking_uri=world["uri"], registry_uri=world["uri"])
+
+
+def resources(world, registry: ModelRegistry | None = None) -> dict:
+    return {"warehouse": Warehouse(database=str(world["db"])),
+            "registry": registry or ModelRegistry(tracking_uri=world["uri"]),
+            "storage": Storage(data_dir=str(world["tmp"]))}
 
 
 def materialize(asset, world, partition, config=None):
     return dg.materialize(
-        [asset], partition_key=partition, resources={"warehouse": Warehouse(database=str(world["db"]))},
+        [asset], partition_key=partition, resources=resources(world),
         run_config={"ops": {asset.op.name: {"config": config}}} if config else None,
     )
 
@@ -89,7 +97,7 @@ STATIONARY_WEEK = dt.date(2016, 12, 5)  # inside the training window
 def _drift_evidence(world, importance: bool = True, months: bool = True) -> None:
     """The version's reference becomes its four-month training window (target_month) and its
     feature importance is logged, as the model domain logs them."""
-    client = MlflowClient()
+    client = client_of(world)
     run_id = client.get_model_version("churn_model", world["version"]).run_id
     out = world["tmp"] / "evidence"
     (out / "reference").mkdir(parents=True, exist_ok=True)
@@ -238,7 +246,7 @@ def _labels_and_transactions(world, next_month_ingested: bool):
         con.execute("INSERT INTO raw.transactions VALUES ('m0', 41, 30, 99, 99, 1, DATE '2017-04-30', "
                     "DATE '2017-05-30', 0, DATE '2017-04-01')")
     con.close()
-    client = MlflowClient()
+    client = client_of(world)
     run_id = client.get_model_version("churn_model", world["version"]).run_id
     valid_p = np.random.default_rng(6).beta(2, 8, 3000)
     valid = pd.DataFrame({"msno": "v", "churn_probability": valid_p,
@@ -290,6 +298,7 @@ def test_model_performance_judges_the_first_score_and_reports_bands(world):
     assert "0-6" in meta["lead_bands"].value and meta["model_version"].value == world["version"]
     assert meta["model_trained_through"].value == "2017-01-01"
     assert meta["trainable_through"].value == "2017-03-01"
+    assert meta["production_trained_through"].value == ""  # no @production alias yet
 
     # re-run: the month's rows are replaced, the interval is the same (fixed seed)
     again = materialize(model_performance, world, MARCH.isoformat(), {"n_bootstrap": 300})
@@ -298,3 +307,55 @@ def test_model_performance_judges_the_first_score_and_reports_bands(world):
     con.close()
     assert len(rows) == 3 and dict(rows)["first_score"] == head["auc_ci_high"]
     assert again.success
+    # the registry resource answers for @production too
+    client_of(world).set_registered_model_alias("churn_model", "production", world["version"])
+    promoted = materialize(model_performance, world, MARCH.isoformat(), {"n_bootstrap": 50})
+    meta = promoted.asset_materializations_for_node(model_performance.op.name)[0].metadata
+    assert meta["production_trained_through"].value == "2017-01-01"
+
+
+class ValidationOnlyRegistry(ModelRegistry):
+    """Answers from fixed numbers instead of MLflow; the full training evidence (reference
+    sample and all) must not be needed to judge a month."""
+
+    def validation_metrics(self, version: str) -> dict[str, float]:
+        return {"auc": 0.99, "log_loss": 0.10}
+
+    def validation_scores(self, version: str) -> pd.DataFrame:
+        p = np.random.default_rng(8).beta(2, 8, 500)
+        return pd.DataFrame({"msno": "v", "churn_probability": p, "is_churn": (p > 0.3).astype(int)})
+
+    def trained_through(self, version: str | None) -> dt.date | None:
+        return dt.date(2017, 2, 1)
+
+    def production_trained_through(self) -> dt.date | None:
+        return dt.date(2017, 2, 1)
+
+    def training_evidence(self, version: str):
+        raise AssertionError("model_performance downloaded the whole training evidence")
+
+
+def test_model_performance_called_directly_with_a_stub_registry(world):
+    _labels_and_transactions(world, next_month_ingested=True)
+    context = dg.build_asset_context(partition_key=MARCH.isoformat(),
+                                     resources=resources(world, ValidationOnlyRegistry(tracking_uri="unused")))
+    [result] = list(model_performance(context, PerformanceConfig(n_bootstrap=50)))
+    meta = result.metadata
+    # a validation AUC of 0.99 is far above the realised ~0.7: retrain, judged on the stub's numbers
+    assert meta["decision"].value == "retrain" and meta["valid_auc"].value == 0.99
+    assert meta["model_trained_through"].value == "2017-02-01" == meta["production_trained_through"].value
+    con = duckdb.connect(str(world["db"]), read_only=True)
+    headline = "SELECT count(*) FROM monitoring.model_performance WHERE lead_band = 'first_score'"
+    assert con.execute(headline).fetchone() == (1,)
+    con.close()
+
+
+def test_drift_report_without_scores_fails_before_any_registry_call(tmp_path):
+    db = tmp_path / "warehouse.duckdb"
+    with duckdb.connect(str(db)) as con:
+        con.execute("CREATE SCHEMA scoring; CREATE TABLE scoring.scoring_features (week_start DATE, msno VARCHAR)")
+    nowhere = {"db": db, "tmp": tmp_path, "uri": f"sqlite:///{tmp_path / 'never_opened.db'}"}
+    context = dg.build_asset_context(partition_key=WEEK.isoformat(), resources=resources(nowhere))
+    with pytest.raises(dg.Failure, match="scoring.churn_scores does not exist"):
+        drift_report(context, DriftConfig())
+    assert not (tmp_path / "never_opened.db").exists()

@@ -261,3 +261,75 @@ def test_old_tables_gain_new_columns_and_previous_week_is_read():
     assert previous["decision"] == "retrain" and previous["model_version"] == "3" and pd.isna(previous["level"])
     assert previous_week_row(con, dt.date(2017, 3, 20)) is None
     assert previous_week_row(duckdb.connect(), dt.date(2017, 3, 6)) is None
+
+
+# ---------------------------------------------------------------- the drift_report asset's steps
+
+
+def spec_frame(n: int, seed: int) -> pd.DataFrame:
+    """n rows of the model's real feature columns (the shape drift_week works on)."""
+    from churn_assets.core.feature_spec import CATEGORICAL_COLUMNS as CATS, FEATURE_COLUMNS as COLS
+
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({c: rng.gamma(2.0, 10.0, n) for c in COLS})
+    for c in CATS:
+        frame[c] = rng.choice(["1", "2", "3"], n)
+    return frame
+
+
+def test_the_week_is_compared_against_the_version_most_rows_carry():
+    from churn_assets.monitoring.drift_week import pick_version
+
+    scores = pd.DataFrame({"model_version": ["2", "3", "3"], "churn_probability": [0.1, 0.2, 0.3]})
+    version, theirs, counts = pick_version(scores)
+    assert (version, list(theirs["churn_probability"]), counts) == ("3", [0.2, 0.3], {"3": 2, "2": 1})
+    assert pick_version(scores.iloc[1:])[1].equals(scores.iloc[1:])
+
+
+def test_stationary_weeks_are_read_where_scored_and_built_elsewhere():
+    from churn_assets.core.feature_spec import FEATURE_COLUMNS as COLS
+    from churn_assets.monitoring.drift_week import stationary_weeks
+
+    scored, unscored, empty = dt.date(2016, 12, 5), dt.date(2016, 12, 12), dt.date(2016, 12, 19)
+    frame = spec_frame(4, 0)
+    frame["days_since_last_txn"] = [3.0, 31.0, 32.0, 200.0]  # two candidates, two long plans
+    stored = frame.assign(week_start=scored)
+    con = duckdb.connect()
+    con.execute("CREATE SCHEMA scoring; CREATE SCHEMA raw")
+    con.execute("CREATE TABLE scoring.scoring_features AS SELECT * FROM stored")
+    con.execute("CREATE TABLE raw.transactions (msno VARCHAR); CREATE TABLE raw.members (msno VARCHAR)")
+    asked = []
+
+    def build(con, week):
+        asked.append(week)
+        return frame if week == unscored else frame.iloc[:0]
+
+    frames, found, built = stationary_weeks(con, [scored, unscored, empty], build)
+    assert (found, built, asked) == (3, 2, [unscored, empty])
+    assert set(frames) == {scored, unscored}  # a week without rows is left out
+    assert all(len(f) == 2 and list(f.columns) == COLS for f in frames.values())  # candidates only
+    con.execute("DROP TABLE raw.members")  # nothing to build from: only the scored week
+    assert stationary_weeks(con, [scored, unscored], build)[1:] == (1, 0)
+    assert stationary_weeks(con, [scored, unscored])[1:] == (1, 0)  # no builder given
+
+
+def test_a_versions_calibration_is_made_once_then_read_back():
+    from contextlib import nullcontext
+
+    from churn_assets.monitoring.drift_week import calibration_for, methods_for
+
+    months = pd.date_range("2016-09-01", periods=4, freq="MS").date
+    reference = pd.concat([spec_frame(300, k).assign(target_month=m) for k, m in enumerate(months)], ignore_index=True)
+    methods = methods_for(reference, None, None, 5000, 0)
+    con = duckdb.connect()
+    first = calibration_for(lambda: nullcontext(con), "3", reference, methods, 1.5, 5000, 0)
+    assert first.fresh and first.source == "calibrated" and first.weeks["found"] == 0
+    assert first.weeks["in_window"] == len(window_weeks(list(months)))
+    first.store_if_fresh(con)
+    again = calibration_for(lambda: nullcontext(con), "3", reference, methods, 1.5, 5000, 0)
+    assert not again.fresh
+    pd.testing.assert_frame_equal(again.table, first.table, check_dtype=False)
+    flat = calibration_for(lambda: nullcontext(con), "4", reference.drop(columns="target_month"), methods, 1.5, 5000, 0)
+    assert flat.table is None and flat.source == "evidently defaults"
+    flat.store_if_fresh(con)  # nothing to store
+    assert con.execute("SELECT DISTINCT model_version FROM monitoring.drift_thresholds").fetchall() == [("3",)]

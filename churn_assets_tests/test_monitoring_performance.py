@@ -14,8 +14,9 @@ from churn_assets.monitoring.oracle_evaluation import (
     ORACLE_COMPARISON_COLUMNS, compare_pairs_with_oracle, compare_with_oracle,
 )
 from churn_assets.monitoring.performance import (
-    BAND_ORDER, FIRST_SCORE, PERFORMANCE_COLUMNS, base_log_loss, bootstrap_auc_ci, headline_version,
-    late_first_scores, lead_pairs, pairs_from_frames, quality, realised_performance, relative_log_loss,
+    BAND_ORDER, FIRST_SCORE, PERFORMANCE_COLUMNS, PERFORMANCE_TABLE, base_log_loss, bootstrap_auc_ci,
+    headline_version, judge_month, late_first_scores, lead_pairs, pairs_from_frames, quality, realised_performance,
+    relative_log_loss, validation_quality, write_performance,
 )
 from churn_assets.monitoring.policy import performance_decision
 
@@ -129,6 +130,49 @@ def test_sql_on_warehouse_tables_filters_the_month():
     strict = lead_pairs(con, MARCH, min_lead_days=28)
     assert set(chosen(strict, FIRST_SCORE)) == {"m2", "m6", "m7"}
     assert late_first_scores(strict).sum() == 3
+
+
+def test_the_month_is_judged_on_the_main_versions_headline():
+    pairs = pairs_from_frames(LABELS, SCORES)
+    perf = realised_performance(LABELS, SCORES, n_boot=200)
+    validation = {"1": {"auc": 0.95, "log_loss": 0.3, "relative_log_loss": 0.5},
+                  "2": {"auc": float("nan"), "log_loss": 0.3, "relative_log_loss": float("nan")}}
+    verdict = judge_month(perf, pairs, validation, auc_margin=0.02, relative_log_loss_margin=0.05)
+    # version 1 made 4 of the 5 headline scores: its verdict (AUC 2/3 far below 0.95) is the month's
+    assert (verdict.version, verdict.decision, verdict.n_scored, verdict.late_first_scores) == ("1", "retrain", 4, 1)
+    assert verdict.number("valid_auc") == 0.95 and verdict.number("auc") == pytest.approx(2 / 3)
+    head = verdict.perf[verdict.perf["lead_band"] == FIRST_SCORE].set_index("model_version")["decision"]
+    assert head.to_dict() == {"1": "retrain", "2": "none"}  # NaN validation: nothing to compare
+    assert verdict.perf.loc[verdict.perf["lead_band"] != FIRST_SCORE, "decision"].isna().all()
+    assert "decision" not in perf.columns  # the input is left as it was
+
+
+def test_no_headline_means_no_verdict():
+    late = SCORES[SCORES["msno"] == "m4"]
+    pairs = pairs_from_frames(LABELS, late)
+    verdict = judge_month(realised_performance(LABELS, late, n_boot=50), pairs,
+                          {"1": {"auc": 0.8, "log_loss": 0.4, "relative_log_loss": 0.9}})
+    assert (verdict.version, verdict.decision, verdict.n_scored) == ("1", "none", 0)
+    assert verdict.headline.empty and math.isnan(verdict.number("auc"))
+
+
+def test_validation_quality_from_metrics_and_scores():
+    scores = pd.DataFrame({"is_churn": [0, 1, 0, 1], "churn_probability": [0.2, 0.7, 0.4, 0.6]})
+    got = validation_quality({"auc": 0.8, "log_loss": 0.4, "brier": 0.1}, scores)
+    assert got["auc"] == 0.8 and got["log_loss"] == 0.4
+    assert got["relative_log_loss"] == pytest.approx(relative_log_loss(scores["is_churn"], scores["churn_probability"]))
+    empty = validation_quality({}, scores.drop(columns="is_churn"))
+    assert all(math.isnan(v) for v in empty.values())
+
+
+def test_a_table_of_the_old_shape_is_recreated():
+    perf = realised_performance(LABELS, SCORES, n_boot=50)
+    con = duckdb.connect()
+    con.execute("CREATE SCHEMA monitoring")
+    con.execute(f"CREATE TABLE {PERFORMANCE_TABLE} (target_month DATE, model_version VARCHAR, auc DOUBLE)")
+    assert "lead_band" in write_performance(con, perf, MARCH)
+    assert write_performance(con, perf, MARCH) == []  # now it fits: rows replaced, not added
+    assert con.execute(f"SELECT count(*) FROM {PERFORMANCE_TABLE}").fetchone()[0] == len(perf)
 
 
 def _world(intercept: float, slope: float = 1.6, n: int = 20_000, seed: int = 0):

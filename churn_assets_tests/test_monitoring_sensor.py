@@ -7,8 +7,8 @@ import json
 import dagster as dg
 import pytest
 
-from churn_assets.monitoring.assets import DRIFT_REPORT_KEY, MODEL_PERFORMANCE_KEY
-from churn_assets.monitoring.sensors import build_drift_retrain_sensor
+from churn_assets.defs.monitoring.assets import DRIFT_REPORT_KEY, MODEL_PERFORMANCE_KEY
+from churn_assets.defs.monitoring.sensors import build_drift_retrain_sensor
 
 
 @dg.asset(key=["ml", "stub_model"])

@@ -24,8 +24,8 @@ def _load_other_months(data_dir: Path) -> None:
     """Raw tables of the months not ingested by a run, loaded with the ingest
     domain's own loader (a run per month costs ~9 s of data checks)."""
     from churn_assets.ingest.loading import find_source_file, load_drop_file
-    from churn_assets.partitions import month_of
-    from churn_assets.resources import Warehouse
+    from churn_assets.dates import month_of
+    from churn_assets.defs.resources import Warehouse
     from churn_assets.settings import paths_from_env
 
     paths = paths_from_env()
@@ -41,7 +41,7 @@ def _load_other_months(data_dir: Path) -> None:
 _reason = missing_reason()
 if _reason and os.environ.get("CI"):
     raise RuntimeError(f"CI must run the PostgreSQL profile test: {_reason}")
-pytestmark = pytest.mark.skipif(_reason is not None, reason=_reason or "")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(_reason is not None, reason=_reason or "")]
 
 
 @pytest.fixture(scope="module")

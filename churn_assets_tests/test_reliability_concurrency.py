@@ -3,6 +3,7 @@ event once across a daemon restart, and racing promotions never crown a failed v
 from __future__ import annotations
 
 import datetime as dt
+import pytest
 import logging
 import os
 import subprocess
@@ -21,19 +22,22 @@ from dagster._daemon.sensor import execute_sensor_iteration
 
 from churn_assets_tests.conftest import deliver
 
+pytestmark = pytest.mark.slow  # a system test: see `make test-fast`
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # --------------------------------------------------------------- two writers at once
 
 CHILD_INGEST = textwrap.dedent("""
     import pathlib, sys, dagster as dg
-    from churn_assets.ingest.assets import raw_assets
-    from churn_assets.resources import Warehouse
+    from churn_assets.defs.ingest.assets import raw_assets
+    from churn_assets.settings import paths_from_env
+    from churn_assets.defs.resources import Storage, Warehouse
     db, month, ready = sys.argv[1], sys.argv[2], pathlib.Path(sys.argv[3])
     with dg.instance_for_test() as instance:
         ready.touch()  # imports done: from here on the only wait is the lock
         result = dg.materialize(raw_assets, partition_key=month, instance=instance,
-                                resources={"warehouse": Warehouse(database=db, lock_timeout_seconds=120)},
+                                resources={"storage": Storage(data_dir=str(paths_from_env().data_dir)), "warehouse": Warehouse(database=db, lock_timeout_seconds=120)},
                                 raise_on_error=False)
     sys.exit(0 if result.success else 1)
 """)
@@ -76,7 +80,7 @@ def test_two_ingest_runs_at_once_are_serialised_not_failed(tiny_world, data_dir)
 
 SENSOR_DEFS = textwrap.dedent('''
     import dagster as dg
-    from churn_assets.monitoring.sensors import build_drift_retrain_sensor
+    from churn_assets.defs.monitoring.sensors import build_drift_retrain_sensor
 
     @dg.asset(key=["ml", "stub_model"])
     def stub_model() -> None:
@@ -92,7 +96,7 @@ SENSOR_DEFS = textwrap.dedent('''
 def _report(instance, week: str, decision: str) -> None:
     """A drift decision whose week brought a new final labelled month (the sensor asks for
     a run only then): one data window per week, newer than what production learned."""
-    from churn_assets.monitoring.assets import DRIFT_REPORT_KEY
+    from churn_assets.defs.monitoring.assets import DRIFT_REPORT_KEY
 
     instance.report_runless_asset_event(dg.AssetMaterialization(
         asset_key=DRIFT_REPORT_KEY, partition=week,
@@ -155,7 +159,8 @@ def test_retrain_sensor_requests_each_event_once_across_daemon_restarts(tmp_path
 def test_racing_promotions_never_point_production_at_a_failed_version(tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from churn_assets.model.registry import FAILED, MODEL_NAME, PASSED, PRODUCTION, TAG_AUTOMATED, promote
+    from churn_assets.model.names import FAILED, MODEL_NAME, PASSED, PRODUCTION, TAG_AUTOMATED
+    from churn_assets.model.promotion import promote
     from churn_assets_tests.test_model_support import fresh_mlflow_store
 
     uri, _ = fresh_mlflow_store(tmp_path / "mlflow")

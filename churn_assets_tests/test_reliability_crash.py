@@ -9,6 +9,7 @@ if it was too slow. DuckDB's WAL replay on reopen drops the uncommitted transact
 from __future__ import annotations
 
 import os
+import pytest
 import shutil
 import signal
 import subprocess
@@ -22,17 +23,20 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from churn_assets.ingest.assets import raw_assets
-from churn_assets.resources import Warehouse
-from churn_assets.warehouse import replace_partition
+from churn_assets.defs.ingest.assets import raw_assets
+from churn_assets.settings import paths_from_env
+from churn_assets.defs.resources import Storage, Warehouse
+from churn_assets.sql import replace_partition
 from churn_assets_tests.conftest import deliver
 from churn_assets_tests.test_reliability_support import table_digest
+
+pytestmark = pytest.mark.slow  # a system test: see `make test-fast`
 
 ROOT = Path(__file__).resolve().parents[1]
 
 CHILD_REPLACE = textwrap.dedent("""
     import sys, pathlib, duckdb, numpy as np, pandas as pd
-    from churn_assets.warehouse import replace_partition
+    from churn_assets.sql import replace_partition
     db, inside, done, n = sys.argv[1], pathlib.Path(sys.argv[2]), pathlib.Path(sys.argv[3]), int(sys.argv[4])
 
     class Announcing:  # a connection that says when the transaction's INSERT starts
@@ -53,8 +57,9 @@ CHILD_REPLACE = textwrap.dedent("""
 CHILD_INGEST = textwrap.dedent("""
     import pathlib, sys, dagster as dg
     import churn_assets.ingest.loading as loading
-    from churn_assets.ingest.assets import raw_assets
-    from churn_assets.resources import Warehouse
+    from churn_assets.defs.ingest.assets import raw_assets
+    from churn_assets.defs.resources import Storage, Warehouse
+    from churn_assets.settings import paths_from_env
     db, inside, done = sys.argv[1], pathlib.Path(sys.argv[2]), pathlib.Path(sys.argv[3])
     original = loading._replace_partition
 
@@ -68,7 +73,7 @@ CHILD_INGEST = textwrap.dedent("""
     [user_logs] = [a for a in raw_assets if a.key == dg.AssetKey(["raw", "user_logs"])]
     with dg.instance_for_test() as instance:
         result = dg.materialize([user_logs], partition_key="2016-09-01", instance=instance,
-                                resources={"warehouse": Warehouse(database=db)})
+                                resources={"storage": Storage(data_dir=str(paths_from_env().data_dir)), "warehouse": Warehouse(database=db)})
     assert result.success
 """)
 
@@ -145,7 +150,7 @@ def test_kill_during_raw_ingest_keeps_previous_partition_and_rerun_completes(tin
 
     def materialize():
         return dg.materialize([user_logs], partition_key="2016-09-01", instance=instance,
-                              resources={"warehouse": Warehouse(database=db)})
+                              resources={"storage": Storage(data_dir=str(paths_from_env().data_dir)), "warehouse": Warehouse(database=db)})
 
     assert materialize().success  # the previous, committed contents
     with duckdb.connect(db) as con:

@@ -1,29 +1,31 @@
-"""Issue 8 item 2: materialising a partition twice changes nothing, and a backfill
+"""Idempotence: materialising a partition twice changes nothing, and a backfill
 after a corrected re-delivery changes exactly the partitions that depend on it.
 
 Digests are sha256 over every row rendered as text in a total order, with column
 names and types (test_reliability_support.table_digest); `scored_at` (when the
 scores were written) is the only column left out, and DOUBLEs are rounded to 6
 decimals (DuckDB's parallel float sums are not bit-reproducible). Scoring uses a deterministic
-stub model and drift a fixed reference (the MLflow side is covered by the model
-tests); the rest is the real asset code on a real DuckDB file.
+stub model and drift a fixed reference, both served by a StubRegistry (the MLflow side
+is covered by the model tests); the rest is the real asset code on a real DuckDB file.
 """
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import dagster as dg
 import duckdb
 import pandas as pd
 import pytest
 
-from churn_assets.features.assets import features_assets
-from churn_assets.ingest.assets import raw_assets
-from churn_assets.model.registry import TrainingEvidence
-from churn_assets.monitoring import assets as monitoring
-from churn_assets.resources import SmtpResource, Warehouse
-from churn_assets.scoring import assets as scoring
+from churn_assets.defs.features.assets import features_assets
+from churn_assets.defs.ingest.assets import raw_assets
+from churn_assets.model.versions import TrainingEvidence
+from churn_assets.defs.monitoring import assets as monitoring
+from churn_assets.defs.resources import Smtp, Storage, Warehouse
+from churn_assets.defs.scoring import assets as scoring
 from churn_assets_tests.conftest import deliver
+from churn_assets_tests.stubs import StubRegistry
 from churn_assets_tests.test_reliability_support import (
     StubModel,
     load_months,
@@ -66,8 +68,9 @@ def env(base, tmp_path, monkeypatch):
 
 
 def _materialize(assets, key, instance, db, **resources):
-    result = dg.materialize(assets, partition_key=key, instance=instance,
-                            resources={"warehouse": Warehouse(database=str(db)), **resources})
+    """Materialise on the warehouse `db`, with the data dir that holds it as storage."""
+    base = {"warehouse": Warehouse(database=str(db)), "storage": Storage(data_dir=str(Path(db).parent))}
+    result = dg.materialize(assets, partition_key=key, instance=instance, resources={**base, **resources})
     assert result.success
     return result
 
@@ -94,14 +97,15 @@ def _differing_columns(a: dict, b: dict) -> dict:
     return out
 
 
-def test_every_partitioned_asset_twice_is_byte_identical(env, instance, monkeypatch):
+def test_every_partitioned_asset_twice_is_byte_identical(env, instance):
     db = env / "churn.duckdb"
-    monkeypatch.setattr(scoring, "load_production_model", lambda: (StubModel(), "7"))
     _materialize(features_assets, "2016-09-01", instance, db)  # the drift reference month
     reference, scores = stub_reference(str(db), "2016-09-01")
     evidence = TrainingEvidence(metrics={}, baseline_metrics={}, validation_predictions=scores,
                                 reference_sample=reference)
-    monkeypatch.setattr(monitoring, "load_evidence", lambda version: evidence)
+    # production v7: the stub model for the scores, the fixed reference (no trained_through tag) for drift
+    stage_resources = {"smtp": Smtp(), "registry": StubRegistry.serving(StubModel(), "7", evidence=evidence),
+                       "storage": Storage(data_dir=str(env))}
 
     stages = [
         (raw_assets, M + "-01", ["raw.members", "raw.transactions", "raw.user_logs", "raw.quarantine"]),
@@ -110,11 +114,11 @@ def test_every_partitioned_asset_twice_is_byte_identical(env, instance, monkeypa
          ["scoring.scoring_features", "scoring.churn_scores", "monitoring.drift_reports", "monitoring.drift_columns"]),
     ]
     for assets, key, tables in stages:
-        _materialize(assets, key, instance, db, smtp=SmtpResource())
+        _materialize(assets, key, instance, db, **stage_resources)
         first, first_frames = _digests(db, tables), _frames(db, tables)
         csv = env / "reports" / "weekly" / WEEK / "at_risk_members.csv"
         first_csv = csv.read_bytes() if csv.exists() else None
-        _materialize(assets, key, instance, db, smtp=SmtpResource())
+        _materialize(assets, key, instance, db, **stage_resources)
         if _digests(db, tables) != first:
             pytest.fail(f"re-materialising {key} changed {_differing_columns(first_frames, _frames(db, tables))}")
         assert all(rows > 0 for t, (rows, _) in first.items() if t != "raw.quarantine"), first

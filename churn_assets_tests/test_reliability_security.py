@@ -1,4 +1,4 @@
-"""Issue 8 item 5 (and the asset-level part of item 1): validated keys and config,
+"""Security: validated keys and config,
 parameterised SQL, secrets only from the environment and never in logs, metadata or
 reports, local-only binds, marketing-only CSV columns, no secrets in the repository;
 a bad drop through the raw asset fails clearly and writes nothing."""
@@ -17,13 +17,14 @@ import duckdb
 import pandas as pd
 import pytest
 
-from churn_assets.identifiers import ident
-from churn_assets.ingest.assets import raw_assets
-from churn_assets.partitions import month_of, week_of
-from churn_assets.resources import Warehouse, smtp_from_env
-from churn_assets.scoring import assets as scoring
+from churn_assets.sql import ident
+from churn_assets.defs.ingest.assets import raw_assets
+from churn_assets.dates import month_of, week_of
+from churn_assets.defs.resources import Storage, Warehouse, local_resources, smtp_from_env
+from churn_assets.defs.scoring import assets as scoring
 from churn_assets.scoring.report import CSV_COLUMNS
 from churn_assets_tests.conftest import deliver
+from churn_assets_tests.stubs import StubRegistry
 from churn_assets_tests.test_reliability_support import SECRET_PATTERNS, StubModel, table_digest
 from churn_assets_tests.test_scoring_assets import RAW_SCHEMA, _txn
 
@@ -58,13 +59,12 @@ def test_injected_partition_key_never_reaches_sql(tiny_world, data_dir, instance
     db = str(data_dir / "warehouse" / "churn.duckdb")
     with pytest.raises(Exception, match="(?i)partition"):  # Dagster refuses unknown keys
         dg.materialize(raw_assets, partition_key=INJECTION, instance=instance,
-                       resources={"warehouse": Warehouse(database=db)})
+                       resources={"warehouse": Warehouse(database=db), "storage": Storage(data_dir=str(data_dir))})
     # and the asset body refuses it even if called with one
-    ctx = dg.build_asset_context(partition_key=INJECTION)
-    from churn_assets.features.assets import labels
+    from churn_assets.defs.features.assets import labels
 
-    with pytest.raises(ValueError, match="YYYY-MM-01"):
-        list(labels(ctx, warehouse=Warehouse(database=db)))
+    with dg.build_asset_context(partition_key=INJECTION) as ctx, pytest.raises(ValueError, match="YYYY-MM-01"):
+        list(labels(ctx, warehouse=Warehouse(database=db), storage=Storage(data_dir=str(data_dir))))
     assert not Path(db).exists() or "transactions" not in str(duckdb.connect(db, read_only=True).execute(
         "SELECT list(table_name) FROM duckdb_tables()").fetchone())
 
@@ -74,11 +74,11 @@ def test_injected_partition_key_never_reaches_sql(tiny_world, data_dir, instance
     {"a_threshold": 1.5, "b_threshold": 0.3},
     {"a_threshold": 0.7, "b_threshold": 0.0},
 ])
-def test_bad_scoring_thresholds_are_rejected_before_writing(config, data_dir, instance, monkeypatch):
-    monkeypatch.setattr(scoring, "load_production_model", lambda: (StubModel(), "1"))
+def test_bad_scoring_thresholds_are_rejected_before_writing(config, data_dir, instance):
     db = data_dir / "w.duckdb"
     result = dg.materialize([scoring.churn_scores], partition_key="2017-03-06", instance=instance,
-                            resources={"warehouse": Warehouse(database=str(db))},
+                            resources={"warehouse": Warehouse(database=str(db)), "storage": Storage(data_dir=str(data_dir)),
+                                       "registry": StubRegistry.serving(StubModel(), "1")},
                             run_config={"ops": {"scoring__churn_scores": {"config": config}}}, raise_on_error=False)
     assert not result.success
     [failure] = [e for e in result.all_events if e.is_step_failure]
@@ -203,7 +203,6 @@ def test_smtp_password_only_from_env_and_never_in_logs_metadata_or_reports(data_
         con.execute(RAW_SCHEMA.read_text())
         con.executemany("INSERT INTO raw.transactions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         [_txn("a", "2017-02-06", "2017-03-06"), _txn("b", "2017-02-21", "2017-03-21")])
-    monkeypatch.setattr(scoring, "load_production_model", lambda: (StubModel(), "3"))
     for name, value in {"CHURN_SMTP_HOST": "127.0.0.1", "CHURN_SMTP_PORT": str(echoing_smtp),
                         "CHURN_SMTP_USER": "marketing-bot", "CHURN_SMTP_PASSWORD": PASSWORD,
                         "CHURN_SMTP_TO": "m@example.com", "CHURN_SMTP_SECURITY": "none"}.items():
@@ -213,7 +212,7 @@ def test_smtp_password_only_from_env_and_never_in_logs_metadata_or_reports(data_
     assert isinstance(smtp.password, dg.EnvVar) and smtp.password.env_var_name == "CHURN_SMTP_PASSWORD"
     from churn_assets.definitions import build_definitions
 
-    defs = build_definitions()
+    defs = build_definitions({**local_resources(), "registry": StubRegistry.serving(StubModel(), "3")})
     job = defs.resolve_job_def("weekly_scoring_job")
     result = job.execute_in_process(instance=instance, partition_key="2017-03-06", raise_on_error=False,
                                     op_selection=["scoring__scoring_features", "scoring__churn_scores",
@@ -238,7 +237,7 @@ def test_smtp_password_only_from_env_and_never_in_logs_metadata_or_reports(data_
 
 
 def test_emailed_csv_has_only_marketing_columns():
-    from churn_assets.features.feature_spec import FEATURE_COLUMNS
+    from churn_assets.core.feature_spec import FEATURE_COLUMNS
 
     marketing = {"msno", "bucket", "churn_probability", "action", "discount_pct", "reason_1", "reason_2",
                  "reason_3", "membership_expire_date"}
@@ -294,7 +293,7 @@ def test_no_secrets_in_the_repository():
 def test_bad_drop_through_the_raw_asset_fails_clearly_and_writes_nothing(tiny_world, data_dir, instance):
     deliver(tiny_world, data_dir, "2016-09")
     db = str(data_dir / "warehouse" / "churn.duckdb")
-    resources = {"warehouse": Warehouse(database=db)}
+    resources = {"warehouse": Warehouse(database=db), "storage": Storage(data_dir=str(data_dir))}
     assert dg.materialize(raw_assets, partition_key="2016-09-01", instance=instance, resources=resources).success
     with duckdb.connect(db, read_only=True) as con:
         before = {t: table_digest(con, t) for t in ("raw.transactions", "raw.quarantine", "raw.user_logs")}

@@ -11,8 +11,8 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from churn_assets.features.feature_spec import FEATURE_COLUMNS
-from churn_assets.identifiers import ident
+from churn_assets.core.feature_spec import FEATURE_COLUMNS
+from churn_assets.sql import ident
 from churn_assets.ingest.loading import find_source_file, load_drop_file
 
 SOURCES = ("members", "transactions", "user_logs", "churn_labels")

@@ -1,8 +1,9 @@
 """Weekly scoring assets on a hand-written raw world: the 30-day window edges, the
 scores table contract, the report on disk, the failure paths and the schedule.
 
-The model is a stub with the registry's interface (predict_proba, contributions);
-tests with the real registered model belong to the end-to-end suite."""
+The model is a stub with the registered model's interface (predict_proba, contributions),
+served by a StubRegistry resource; tests with the real registered model belong to the
+end-to-end suite."""
 from __future__ import annotations
 
 import datetime as dt
@@ -10,18 +11,23 @@ import socket
 from pathlib import Path
 
 import dagster as dg
-
-from churn_assets.monitoring.assets import monitoring_assets
 import duckdb
 import numpy as np
 import pandas as pd
 import pytest
 
-from churn_assets.features.feature_spec import FEATURE_COLUMNS
-from churn_assets.partitions import weekly_partitions
-from churn_assets.resources import SmtpResource, Warehouse
-from churn_assets.scoring import assets as scoring
+from churn_assets.core.feature_spec import FEATURE_COLUMNS
+from churn_assets.defs.keys import CHURN_SCORES, WEEKLY_REPORT
+from churn_assets.defs.monitoring.assets import monitoring_assets
+from churn_assets.defs.partitions import weekly_partitions
+from churn_assets.defs.resources import ModelRegistry, Smtp, Storage, Warehouse
+from churn_assets.defs.scoring import assets as scoring
+from churn_assets.defs.scoring.config import ScoringConfig
+from churn_assets.defs.scoring.jobs import scoring_jobs
+from churn_assets.defs.scoring.schedules import scoring_schedules
 from churn_assets.scoring.scores import SCORE_COLUMNS
+from churn_assets_tests.stubs import StubRegistry
+from churn_assets_tests.test_model_support import fresh_mlflow_store
 
 WEEK = "2017-03-06"
 MONDAY = dt.date(2017, 3, 6)
@@ -71,12 +77,20 @@ def _query(warehouse: Warehouse, sql: str) -> pd.DataFrame:
         return con.execute(sql).df()
 
 
-def _defs(warehouse: Warehouse, smtp: SmtpResource | None = None) -> dg.Definitions:
+def _resources(warehouse: Warehouse, data_dir: Path, version: str | None = "12", **more) -> dict:
+    """The scoring assets' resources: the warehouse, the reports under data_dir, production
+    version `version` serving StubModel (None: no production model), no SMTP."""
+    registry = StubRegistry.serving(StubModel(), version) if version else StubRegistry()
+    return {"warehouse": warehouse, "storage": Storage(data_dir=str(data_dir)), "registry": registry,
+            "smtp": Smtp(), **more}
+
+
+def _defs(warehouse: Warehouse, data_dir: Path) -> dg.Definitions:
     return dg.Definitions(
         assets=[*scoring.scoring_assets, *monitoring_assets],  # the weekly job also runs the drift report
-        jobs=scoring.scoring_jobs,
-        schedules=scoring.scoring_schedules,
-        resources={"warehouse": warehouse, "smtp": smtp or SmtpResource()},
+        jobs=scoring_jobs,
+        schedules=scoring_schedules,
+        resources=_resources(warehouse, data_dir),
     )
 
 
@@ -99,9 +113,8 @@ def test_window_edges(warehouse, instance):
     assert types["week_start"] == "DATE" and types["membership_expire_date"] == "DATE"
 
 
-def test_weekly_job_scores_and_reports(warehouse, instance, data_dir, monkeypatch):
-    monkeypatch.setattr(scoring, "load_production_model", lambda: (StubModel(), "12"))
-    job = _defs(warehouse).resolve_job_def("weekly_scoring_job")
+def test_weekly_job_scores_and_reports(warehouse, instance, data_dir):
+    job = _defs(warehouse, data_dir).resolve_job_def("weekly_scoring_job")
     policy = {"a_threshold": 0.8, "b_threshold": 0.3, "discount_ladder": [0, 10],
               "uplift": {"B": {"0": 0.0, "10": 0.9}}}  # p = 0.5: 0.5*0.9*0.9 - 0.5*0.1 = 0.355 > 0
     config = {"ops": {"scoring__churn_scores": {"config": policy}}}
@@ -121,7 +134,7 @@ def test_weekly_job_scores_and_reports(warehouse, instance, data_dir, monkeypatc
     assert (scores["model_version"] == "12").all()
     assert list(by_msno.loc[["today", "mid", "day29"], "discount_pct"]) == [0, 10, 0]
 
-    meta = instance.get_latest_materialization_event(scoring.CHURN_SCORES_KEY).asset_materialization.metadata
+    meta = instance.get_latest_materialization_event(CHURN_SCORES).asset_materialization.metadata
     assert meta["bucket_A"].value == 1 and meta["model_version"].value == "12"
     assert meta["a_threshold"].value == 0.8
 
@@ -129,30 +142,47 @@ def test_weekly_job_scores_and_reports(warehouse, instance, data_dir, monkeypatc
     csv = pd.read_csv(out / "at_risk_members.csv")
     assert list(csv["msno"]) == ["today", "mid", "day29"]
     assert "plan ends today" in (out / "churn_report.html").read_text()
-    report_meta = instance.get_latest_materialization_event(scoring.REPORT_KEY).asset_materialization.metadata
+    report_meta = instance.get_latest_materialization_event(WEEKLY_REPORT).asset_materialization.metadata
     assert report_meta["emailed"].value is False
 
 
-def test_no_production_model_is_a_clear_failure(warehouse, instance):
+def test_no_production_model_is_a_clear_failure(warehouse, instance, data_dir):
     dg.materialize([scoring.scoring_features], partition_key=WEEK, instance=instance,
                    resources={"warehouse": warehouse})
-    result = dg.materialize([scoring.churn_scores], partition_key=WEEK, instance=instance,
-                            resources={"warehouse": warehouse}, raise_on_error=False)
+    uri, artifacts = fresh_mlflow_store(data_dir / "mlflow")  # a real, empty registry
+    result = dg.materialize([scoring.churn_scores], partition_key=WEEK, instance=instance, raise_on_error=False,
+                            resources={**_resources(warehouse, data_dir),
+                                       "registry": ModelRegistry(tracking_uri=uri, artifact_location=artifacts)})
     assert not result.success
-    assert "No production churn model" in _failure_message(result)
+    message = _failure_message(result)
+    assert "No production churn model" in message and "no 'production' alias" in message
 
 
-def test_smtp_failure_fails_the_asset_and_keeps_the_report(warehouse, instance, data_dir, monkeypatch):
-    monkeypatch.setattr(scoring, "load_production_model", lambda: (StubModel(), "12"))
+def test_assets_called_directly_with_stub_resources(warehouse, data_dir):
+    with dg.build_asset_context(partition_key=WEEK, resources={"warehouse": warehouse}) as context:
+        features = scoring.scoring_features(context)
+    assert features.metadata["members"].value == 3
+    with dg.build_asset_context(partition_key=WEEK, resources=_resources(warehouse, data_dir, version="5")) as context:
+        result = scoring.churn_scores(context, config=ScoringConfig())
+    meta = {k: getattr(v, "value", v) for k, v in result.metadata.items()}
+    assert meta["model_version"] == "5" and meta["dagster/row_count"] == 3
+    assert (meta["bucket_A"], meta["bucket_B"], meta["bucket_C"]) == (1, 1, 1)  # p = 1, 0.5, 0.03
+    assert meta["a_threshold"] == 0.7 and meta["b_threshold"] == 0.3
+    with dg.build_asset_context(partition_key=WEEK, resources=_resources(warehouse, data_dir, version=None)) as context:
+        with pytest.raises(dg.Failure, match="No production churn model .*train and promote a model first"):
+            scoring.churn_scores(context, config=ScoringConfig())
+
+
+def test_smtp_failure_fails_the_asset_and_keeps_the_report(warehouse, instance, data_dir):
     dg.materialize(scoring.scoring_assets[:2], partition_key=WEEK, instance=instance,
-                   resources={"warehouse": warehouse})
+                   resources=_resources(warehouse, data_dir))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again: connections are refused
-    smtp = SmtpResource(host="127.0.0.1", port=port, user="marketing", password=PASSWORD,
+    smtp = Smtp(host="127.0.0.1", port=port, user="marketing", password=PASSWORD,
                         recipients="m@example.com", security="none", timeout_seconds=5)
     result = dg.materialize([scoring.weekly_churn_report], partition_key=WEEK, instance=instance,
-                            resources={"warehouse": warehouse, "smtp": smtp}, raise_on_error=False)
+                            resources=_resources(warehouse, data_dir, smtp=smtp), raise_on_error=False)
     assert not result.success
     message = _failure_message(result)
     assert f"127.0.0.1:{port}" in message and "connect failed" in message
@@ -162,8 +192,8 @@ def test_smtp_failure_fails_the_asset_and_keeps_the_report(warehouse, instance, 
     assert (data_dir / "reports" / "weekly" / WEEK / "churn_report.html").exists()
 
 
-def test_schedule_scores_the_week_starting_that_monday(warehouse, instance):
-    defs = _defs(warehouse)
+def test_schedule_scores_the_week_starting_that_monday(warehouse, instance, data_dir):
+    defs = _defs(warehouse, data_dir)
     schedule = defs.resolve_schedule_def("weekly_scoring_schedule")
     assert schedule.cron_schedule == "0 6 * * 1"
     context = dg.build_schedule_context(

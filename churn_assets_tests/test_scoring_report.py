@@ -11,7 +11,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from churn_assets.resources import SmtpResource
+from churn_assets.defs.resources import Smtp
 from churn_assets.scoring.emailer import ReportDeliveryError, send_report
 from churn_assets.scoring.report import CSV_COLUMNS, build_report
 from churn_assets.scoring.scores import SCORE_COLUMNS
@@ -104,10 +104,10 @@ def smtp_server():
     controller.stop()
 
 
-def _settings(port: int, **kw) -> SmtpResource:
+def _settings(port: int, **kw) -> Smtp:
     base = dict(host="127.0.0.1", port=port, sender="churn@example.com", recipients="a@example.com, b@example.com",
                 security="none", timeout_seconds=5)
-    return SmtpResource(**{**base, **kw})
+    return Smtp(**{**base, **kw})
 
 
 def test_email_received_with_csv_attachment(smtp_server, report):

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 
 from benchmarks.bench_scoring import synthetic_features, train_model
-from churn_assets.features.feature_spec import CATEGORICAL_COLUMNS, FEATURE_COLUMNS
-from churn_assets.scoring.buckets import ACTIONS, actions_for, assign_buckets
+from churn_assets.core.feature_spec import CATEGORICAL_COLUMNS, FEATURE_COLUMNS
+from churn_assets.core.buckets import ACTIONS, actions_for, assign_buckets
 from churn_assets.scoring.offers import choose_discount, discount_margins, monthly_price, offer_discounts
-from churn_assets.scoring.reasons import PHRASES, describe, top_reasons
+from churn_assets.core.reasons import PHRASES, describe, top_reasons
 from churn_assets.scoring.scores import SCORE_COLUMNS, ScoringPolicy, score_members
 
 WEEK = dt.date(2017, 3, 6)

@@ -21,12 +21,13 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from churn_assets.features.feature_spec import FEATURE_COLUMNS
-from churn_assets.model import registry as R
+from churn_assets.core.feature_spec import FEATURE_COLUMNS
+from churn_assets.model.mlflow_logging import log_training
+from churn_assets.model.names import MODEL_NAME, PRODUCTION
 from churn_assets.model.data import load_training_frame
 from churn_assets_tests.toy_world import write_toy_world
 from churn_assets.model.training import train_churn_model
-from churn_assets.scoring.buckets import ACTIONS, assign_buckets
+from churn_assets.core.buckets import ACTIONS, assign_buckets
 from churn_assets_tests.test_model_support import fresh_mlflow_store
 
 MONTHS = [dt.date(2017, m, 1) for m in range(1, 5)]
@@ -78,8 +79,8 @@ def served(tmp_path_factory):
         write_toy_world(con, MONTHS, 1500, seed=5)
         frame = load_training_frame(con, MONTHS)
     result = train_churn_model(frame, {"n_estimators": 60}, MONTHS[:3], MONTHS[3])
-    logged = R.log_training(result, uri, artifacts)
-    MlflowClient(uri).set_registered_model_alias(R.MODEL_NAME, R.PRODUCTION, logged.version)
+    logged = log_training(result, uri, artifacts)
+    MlflowClient(uri).set_registered_model_alias(MODEL_NAME, PRODUCTION, logged.version)
 
     port = _free_port()
     env = {**os.environ, "CHURN_DATA_DIR": str(root), "MLFLOW_TRACKING_URI": uri,

@@ -18,7 +18,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from churn_assets_tests.conftest import deliver
+from churn_assets_tests.conftest import deliver, repo_instance_config
+
+pytestmark = pytest.mark.slow  # a system test: see `make test-fast`
 
 REPO = Path(__file__).resolve().parents[1]
 MONTH, PARTITION = "2016-09", "2016-09-01"
@@ -134,7 +136,7 @@ def _instance_home(tmp_path: Path) -> Path:
     (DefaultRunCoordinator) instead of waiting in the queue for a daemon."""
     home = tmp_path / "dagster_home"
     home.mkdir()
-    config = yaml.safe_load((REPO / "dagster.yaml").read_text())
+    config = repo_instance_config(tmp_path / "dagster")
     config["run_coordinator"] = {"module": "dagster.core.run_coordinator", "class": "DefaultRunCoordinator"}
     config.get("concurrency", {}).pop("runs", None)  # queue limits belong to the QueuedRunCoordinator
     (home / "dagster.yaml").write_text(yaml.safe_dump(config))
@@ -146,7 +148,6 @@ def webserver(tmp_path, data_dir, tiny_world):
     deliver(tiny_world, data_dir, MONTH)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CHURN_SMTP_", "DAGSTER_PG_"))}
     env.update(DAGSTER_HOME=str(_instance_home(tmp_path)), CHURN_DATA_DIR=str(data_dir),
-               CHURN_DAGSTER_DIR=str(tmp_path / "dagster"), CHURN_DAGSTER_LOGS_DIR=str(tmp_path / "dagster" / "logs"),
                MLFLOW_TRACKING_URI=f"sqlite:///{data_dir}/mlflow/mlflow.db", GX_ANALYTICS_ENABLED="false")
     port, log = _free_port(), tmp_path / "webserver.log"
     webserver_bin = Path(sys.executable).with_name("dagster-webserver")

@@ -12,11 +12,11 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from churn_assets.features.feature_spec import FEATURE_COLUMNS, KEY_COLUMNS
+from churn_assets.core.feature_spec import FEATURE_COLUMNS, KEY_COLUMNS
 from churn_assets.features.labels import final_after
 from churn_assets.ingest.loading import ensure_raw_schema
-from churn_assets.months import add_months, month_end
-from churn_assets.warehouse import replace_partition
+from churn_assets.dates import add_months, month_end
+from churn_assets.sql import replace_partition
 
 HIDDEN_NOISE = 0.5  # sd of the logit noise behind the true probability
 

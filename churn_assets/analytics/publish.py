@@ -24,13 +24,14 @@ import os
 import re
 import time
 import uuid
+from collections.abc import Mapping
 from datetime import date, datetime
 from pathlib import Path
 
 import duckdb
 
-from churn_assets.settings import Paths, paths_from_env
-from churn_assets.identifiers import ident
+from churn_assets.settings import Paths
+from churn_assets.sql import ident, is_ident
 
 # Published table -> its partition column (None: the whole table is one partition).
 PUBLISHED_TABLES: dict[str, str | None] = {
@@ -47,7 +48,6 @@ KEEP_SUPERSEDED_SECONDS = 24 * 3600.0
 
 # Partition values end up in file names: dates and plain tokens only.
 _FILE_TOKEN = re.compile(r"^[A-Za-z0-9_.-]+$")
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # <partition>__<19-digit time_ns>-<hex>.(parquet|empty); an .empty file is a
 # tombstone: the partition was emptied.
 _VERSIONED = re.compile(r"^(?P<partition>.+)__(?P<ns>\d{19})-[0-9a-f]{6}\.(?P<kind>parquet|empty)$")
@@ -179,7 +179,7 @@ def refresh_analytics_views(analytics_dir: Path, db_path: Path) -> list[str]:
     tables = {
         (d.parent.name, d.name): files
         for d in sorted(analytics_dir.glob("*/*"))
-        if d.is_dir() and _NAME.match(d.parent.name) and _NAME.match(d.name) and (files := current_files(d))
+        if d.is_dir() and is_ident(d.parent.name, dotted=False) and is_ident(d.name, dotted=False) and (files := current_files(d))
     }
     tmp = _temp_beside(db_path)
     try:
@@ -203,11 +203,10 @@ def analytics_db_path(paths: Paths) -> Path:
     return paths.data_dir / ANALYTICS_DB_NAME
 
 
-def publish(con: duckdb.DuckDBPyConnection, table: str, partition_value: object = None, paths: Paths | None = None) -> Path:
-    """One call for an asset after its write: publish the partition of a
-    PUBLISHED_TABLES table under `data/analytics/` and refresh
-    `data/analytics.duckdb` (cheap: a few views)."""
-    paths = paths or paths_from_env()
-    path = publish_partition(con, table, PUBLISHED_TABLES[table], partition_value, paths.analytics)
+def publish(con: duckdb.DuckDBPyConnection, partitions: Mapping[str, object], paths: Paths) -> list[Path]:
+    """An asset's publishing step after its writes: publish each {PUBLISHED_TABLES table:
+    partition value} under `<data dir>/analytics/`, then refresh `analytics.duckdb` once."""
+    files = [publish_partition(con, table, PUBLISHED_TABLES[table], value, paths.analytics)
+             for table, value in partitions.items()]
     refresh_analytics_views(paths.analytics, analytics_db_path(paths))
-    return path
+    return files

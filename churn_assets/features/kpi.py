@@ -16,7 +16,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from churn_assets.features.labels import validate_month
-from churn_assets.identifiers import ident
+from churn_assets.sql import ident
 
 _SQL_PATH = Path(__file__).with_name("kpi.sql")
 
@@ -51,13 +51,18 @@ def monthly_churn_kpi(
     - new_members: members whose first ever transaction is dated in the month;
     - renewed / churned: candidates of target month `month` in `labels` (membership expiring
       in the month) with is_churn = 0 / 1;
-    - churn_rate = churned / active_members: the seed's monthly churn rate, members churned at
+    - churn_rate = churned / active_members: the business's monthly churn rate, members churned at
       the end of the month over members active in that month (NULL when nobody is active).
 
     The month's labels are final only once the following month is ingested.
     """
     month = validate_month(month)
     return con.execute(kpi_query(transactions, labels), {"month": month}).df()
+
+
+def kpi_history(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """Every month of kpi.monthly_churn, oldest first (the chart's data)."""
+    return con.execute("SELECT * FROM kpi.monthly_churn ORDER BY month").df()
 
 
 def churn_chart_png(kpi: pd.DataFrame, path: Path) -> Path:

@@ -14,8 +14,8 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from churn_assets.identifiers import ident
-from churn_assets.months import add_months, month_end
+from churn_assets.sql import ident
+from churn_assets.dates import add_months, as_date, month_end
 
 _SQL_PATH = Path(__file__).with_name("labels.sql")
 
@@ -83,7 +83,7 @@ def _ingested_months(con: duckdb.DuckDBPyConnection, transactions: str) -> set[d
         rows = con.execute(f"SELECT DISTINCT partition_month FROM {ident(transactions)}").fetchall()
     except duckdb.CatalogException:
         return set()
-    return {r[0].date() if isinstance(r[0], dt.datetime) else r[0] for r in rows}
+    return {as_date(r[0]) for r in rows}
 
 
 def data_watermark(
@@ -104,8 +104,7 @@ def data_watermark(
                           [newest]).fetchone()[0]
     if day is None:  # an empty (header-only) drop: it vouches for nothing past its month's start
         return newest
-    day = day.date() if isinstance(day, dt.datetime) else day
-    return day + dt.timedelta(days=1)
+    return as_date(day) + dt.timedelta(days=1)
 
 
 def final_months(
@@ -123,3 +122,17 @@ def final_months(
 
 def labels_final(con: duckdb.DuckDBPyConnection, target_month: dt.date) -> bool:
     return validate_month(target_month) in final_months(con)
+
+
+def published_agreement(con: duckdb.DuckDBPyConnection, target_month: dt.date) -> tuple[int, int, int]:
+    """(published labels of the month, of them matched by a candidate, of them agreeing) against
+    raw.churn_labels; (0, 0, 0) when no labels were ever published."""
+    try:
+        return con.execute(
+            """SELECT count(*), count(l.msno), coalesce(sum((l.is_churn = p.is_churn)::INT), 0)
+               FROM raw.churn_labels p LEFT JOIN features.labels l
+                 ON l.msno = p.msno AND l.target_month = p.target_month
+               WHERE p.target_month = ?""", [validate_month(target_month)],
+        ).fetchone()
+    except duckdb.CatalogException:  # no churn_logs drop ingested yet
+        return 0, 0, 0

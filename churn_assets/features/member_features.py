@@ -18,18 +18,17 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from churn_assets.identifiers import ident
-from churn_assets.features.feature_spec import CATEGORICAL_COLUMNS, FEATURE_COLUMNS
+from churn_assets.dates import as_date
+from churn_assets.sql import ident
+from churn_assets.core.feature_spec import CATEGORICAL_COLUMNS, FEATURE_COLUMNS
 
 _SQL_DIR = Path(__file__).parent
 
 
 def _date(value: dt.date) -> dt.date:
-    if isinstance(value, dt.datetime):
-        return value.date()
     if not isinstance(value, dt.date):
         raise TypeError(f"expected a date, got {value!r}")
-    return value
+    return as_date(value)
 
 
 @cache
@@ -70,6 +69,13 @@ def build_member_features(
     """Features as of `as_of` for the members of table/view `members` (None: every member
     with a transaction before as_of): msno, as_of, membership_expire_date, FEATURE_COLUMNS."""
     return con.execute(features_query(raw_schema, members), {"as_of": _date(as_of)}).df()
+
+
+def training_rows(con: duckdb.DuckDBPyConnection, target_month: dt.date) -> pd.DataFrame:
+    """The training rows of `target_month`: its label candidates with features as of its first day."""
+    con.execute("CREATE OR REPLACE TEMP TABLE _candidates AS SELECT msno FROM features.labels WHERE target_month = ?",
+                [_date(target_month)])
+    return build_member_features(con, target_month, members="_candidates")
 
 
 def expiring_members(

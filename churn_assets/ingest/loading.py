@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -27,11 +26,12 @@ from typing import Literal
 import duckdb
 import pandas as pd
 
+from churn_assets.sql import quoted, transaction
+
 Kind = Literal["key", "int", "double", "date", "flag01", "text"]
 
 # Dates of transactions and logs outside these years are corrupt, not history.
 MIN_YEAR, MAX_YEAR = 2004, 2030
-_IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")
 _INT_PATTERN = r"\s*[+-]?[0-9]+\s*"  # TRY_CAST alone would round '1.5' to 2
 
 
@@ -165,12 +165,6 @@ def _source(source: str) -> Source:
     return SOURCES[source]
 
 
-def _q(name: str) -> str:
-    if not _IDENT.match(name):
-        raise ValueError(f"invalid identifier {name!r}")
-    return f'"{name}"'
-
-
 def _read_header(path: Path, spec: Source) -> tuple[list[str], list[str]]:
     """Column names for DuckDB (file order) and the unknown extra columns, or DropFileError."""
     if not path.is_file():
@@ -201,7 +195,7 @@ def _read_header(path: Path, spec: Source) -> tuple[list[str], list[str]]:
 
 def _typed_and_check(col: Column, month_label: str) -> tuple[str, str]:
     """SQL for the typed value (from raw text r__<col>) and for its quarantine reason (or NULL)."""
-    raw, name = f'"r__{col.name}"', _q(col.name)
+    raw, name = f'"r__{col.name}"', quoted(col.name)
     checks: list[str] = []
     if col.kind == "key":
         typed = raw
@@ -234,7 +228,7 @@ def _typed_and_check(col: Column, month_label: str) -> tuple[str, str]:
 
 def _render(col: Column) -> str:
     """A typed value back as text (for the raw record of a duplicate, whose text is not kept)."""
-    name = _q(col.name)
+    name = quoted(col.name)
     if col.kind == "date":
         return f"coalesce(strftime({name}, '%Y%m%d'), '')"
     return f"coalesce({name}::VARCHAR, '')"
@@ -248,13 +242,13 @@ def _checked_sql(spec: Source, stage: str, file_columns: list[str], month_label:
     """
     cols = spec.columns
     columns = "{" + ", ".join(f"'{n}': 'VARCHAR'" for n in file_columns) + "}"
-    raw_cols = ", ".join(f'{_q(n)} AS "r__{n}"' for n in file_columns)
+    raw_cols = ", ".join(f'{quoted(n)} AS "r__{n}"' for n in file_columns)
     parts = [_typed_and_check(c, month_label) for c in cols]
-    typed = ", ".join(f"{t} AS {_q(c.name)}" for c, (t, _) in zip(cols, parts))
+    typed = ", ".join(f"{t} AS {quoted(c.name)}" for c, (t, _) in zip(cols, parts))
     checks = ", ".join(chk for _, chk in parts)
     raw_list = ", ".join(f'"r__{n}"' for n in file_columns)
     record = " || ',' || ".join(f"coalesce(\"r__{n}\", '')" for n in file_columns)
-    names = ", ".join(_q(c.name) for c in cols)
+    names = ", ".join(quoted(c.name) for c in cols)
     # All columns are read (not just the known ones) so that a bad byte anywhere rejects the line.
     return f"""
         CREATE TEMP TABLE {stage}_checked AS
@@ -278,7 +272,7 @@ def _mark_duplicates_sql(spec: Source, stage: str) -> str:
     Sorting the hashes finds the few candidate hashes cheaply (much faster than grouping
     every row); candidates are then compared on their values to rule out collisions.
     """
-    names = ", ".join(_q(c.name) for c in spec.columns)
+    names = ", ".join(quoted(c.name) for c in spec.columns)
     record = " || ',' || ".join(_render(c) for c in spec.columns)
     return f"""
         UPDATE {stage}_checked SET reason = 'duplicate row', raw_record = {record}
@@ -379,11 +373,10 @@ def load_drop_file(
 def _replace_partition(
     con: duckdb.DuckDBPyConnection, spec: Source, stage: str, month: dt.date, file_name: str
 ) -> None:
-    names = ", ".join(_q(c.name) for c in spec.columns)
-    part = _q(spec.partition_column)
+    names = ", ".join(quoted(c.name) for c in spec.columns)
+    part = quoted(spec.partition_column)
     params = {"month": month}
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         if spec.snapshot:
             con.execute(f"DELETE FROM {spec.table}")
             con.execute("DELETE FROM raw.quarantine WHERE source = $source", {"source": spec.name})
@@ -404,10 +397,6 @@ def _replace_partition(
             f"FROM {stage}_quarantine ORDER BY line_number",
             {"source": spec.name, "partition": month.isoformat(), "file_name": file_name},
         )
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
 
 
 def read_raw_partition(
@@ -427,6 +416,6 @@ def read_raw_partition(
     if spec.snapshot:  # one snapshot in the table: the current one
         return con.execute(f"SELECT * FROM {spec.table}{sample}").df()
     return con.execute(
-        f"SELECT * FROM (SELECT * FROM {spec.table} WHERE {_q(spec.partition_column)} = $month){sample}",
+        f"SELECT * FROM (SELECT * FROM {spec.table} WHERE {quoted(spec.partition_column)} = $month){sample}",
         {"month": partition_month.replace(day=1)},
     ).df()

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any, Sequence
 
 import duckdb
 import pandas as pd
 
-_TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
+from churn_assets.sql import ident
+
 _NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "FLOAT", "DOUBLE", "DECIMAL", "UBIGINT",
             "UINTEGER", "USMALLINT", "UTINYINT")
 
@@ -24,9 +24,7 @@ def column_profile(
     `where_sql` is a trusted filter written by the caller with ?/$name placeholders bound from
     `params` (e.g. "partition_month = ?"). All columns are profiled in a single scan.
     """
-    if not _TABLE.match(table):
-        raise ValueError(f"invalid table name {table!r}")
-    schema = con.execute(f"DESCRIBE {table}").fetchall()
+    schema = con.execute(f"DESCRIBE {ident(table)}").fetchall()
     aggs = ["count(*)"]
     for name, ctype, *_ in schema:
         q = '"' + name.replace('"', '""') + '"'

@@ -11,12 +11,11 @@ import datetime as dt
 import duckdb
 import pandas as pd
 
-from churn_assets.features.feature_spec import FEATURE_COLUMNS, KEY_COLUMNS
+from churn_assets.core.feature_spec import FEATURE_COLUMNS, KEY_COLUMNS, TARGET
 from churn_assets.features.labels import final_months
-from churn_assets.months import add_months
-from churn_assets.warehouse import ident, table_exists
+from churn_assets.dates import add_months, as_date
+from churn_assets.sql import ident, table_exists
 
-TARGET = "is_churn"
 FRAME_COLUMNS: list[str] = [*KEY_COLUMNS, *FEATURE_COLUMNS, TARGET, "target_month"]
 
 _FRAME_SQL = """
@@ -35,22 +34,29 @@ ORDER BY 1
 """
 
 
-def _as_date(value: object) -> dt.date:
-    ts = pd.Timestamp(value)
-    return dt.date(ts.year, ts.month, ts.day)
-
-
 def load_training_frame(con: duckdb.DuckDBPyConnection, months: list[dt.date]) -> pd.DataFrame:
     """KEY_COLUMNS + FEATURE_COLUMNS + is_churn + target_month for the candidates of `months`
     (features as_of = first day of the month, labels of that target month), sorted by month, msno."""
     if not months:
         return pd.DataFrame(columns=FRAME_COLUMNS)
     cols = ", ".join(f"f.{ident(c)}" for c in [*KEY_COLUMNS, *FEATURE_COLUMNS])
-    frame = con.execute(_FRAME_SQL.format(feature_cols=cols), {"months": [_as_date(m) for m in months]}).df()
+    frame = con.execute(_FRAME_SQL.format(feature_cols=cols), {"months": [as_date(m) for m in months]}).df()
     for c in ("as_of", "membership_expire_date", "target_month"):
         frame[c] = pd.to_datetime(frame[c]).dt.date
     frame[TARGET] = frame[TARGET].astype("int64")
     return frame
+
+
+def training_window(months: list[dt.date], train_months: int) -> tuple[list[dt.date], dt.date]:
+    """(train months, validation month) from the final labelled `months` (oldest first): the
+    `train_months` months before the newest, and the newest. ValueError when there are too few."""
+    k = train_months
+    if len(months) < k + 1:
+        raise ValueError(
+            f"need {k + 1} final labelled months ({k} to train, 1 to validate), found "
+            f"{len(months)}: {[m.isoformat() for m in months]}. Ingest more months or lower train_months."
+        )
+    return months[-k - 1 : -1], months[-1]
 
 
 def labelled_months(con: duckdb.DuckDBPyConnection, min_history_months: int = 0) -> list[dt.date]:
@@ -59,9 +65,9 @@ def labelled_months(con: duckdb.DuckDBPyConnection, min_history_months: int = 0)
     needed = ("features.labels", "features.member_features", "raw.transactions")
     if not all(table_exists(con, t) for t in needed):
         return []
-    first = _as_date(con.execute("SELECT min(partition_month) FROM raw.transactions").fetchone()[0])
+    first = as_date(con.execute("SELECT min(partition_month) FROM raw.transactions").fetchone()[0])
     final = final_months(con)
-    months = [_as_date(r[0]) for r in con.execute(_LABELLED_SQL).fetchall()]
+    months = [as_date(r[0]) for r in con.execute(_LABELLED_SQL).fetchall()]
     return [m for m in months if m in final and m >= add_months(first, min_history_months)]
 
 

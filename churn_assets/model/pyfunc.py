@@ -14,9 +14,9 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
-from churn_assets.features.feature_spec import CATEGORICAL_COLUMNS, FEATURE_COLUMNS
-from churn_assets.scoring.buckets import A_THRESHOLD, B_THRESHOLD, actions_for, assign_buckets
-from churn_assets.scoring.reasons import REASON_COLUMNS, top_reasons
+from churn_assets.core.feature_spec import CATEGORICAL_COLUMNS, FEATURE_COLUMNS
+from churn_assets.core.buckets import A_THRESHOLD, B_THRESHOLD, actions_for, assign_buckets
+from churn_assets.core.reasons import REASON_COLUMNS, top_reasons
 
 _EPS = 1e-6
 # what predict (and so the model server) returns per row, and the params it accepts

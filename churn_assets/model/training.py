@@ -31,14 +31,14 @@ from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from churn_assets.features.feature_spec import CATEGORICAL_COLUMNS, FEATURE_COLUMNS, NUMERIC_COLUMNS
+from churn_assets.core.buckets import A_THRESHOLD
+from churn_assets.core.feature_spec import CATEGORICAL_COLUMNS, FEATURE_COLUMNS, NUMERIC_COLUMNS, TARGET
+from churn_assets.core.metrics import calibration_table, classification_metrics
 from churn_assets.model.pyfunc import Calibrator, ChurnModel, prepare_features, training_categories
 
-TARGET = "is_churn"
 REFERENCE_ROWS = 20_000
 
 # The production recipe when there is no production model yet. Keys other than LightGBM's
@@ -91,53 +91,9 @@ class TrainingResult:
 
 # ---------------------------------------------------------------- metrics
 
-def calibration_table(y: np.ndarray, p: np.ndarray, bins: int = 10) -> pd.DataFrame:
-    """Reliability table over `bins` equal-width probability bins (empty bins dropped)."""
-    y, p = np.asarray(y, dtype=float), np.asarray(p, dtype=float)
-    idx = np.clip((p * bins).astype(int), 0, bins - 1)
-    count = np.bincount(idx, minlength=bins)
-    sum_p = np.bincount(idx, weights=p, minlength=bins)
-    sum_y = np.bincount(idx, weights=y, minlength=bins)
-    keep = count > 0
-    edges = np.arange(bins + 1) / bins
-    return pd.DataFrame({
-        "bin": np.arange(bins)[keep],
-        "lower": edges[:-1][keep],
-        "upper": edges[1:][keep],
-        "count": count[keep],
-        "mean_predicted": sum_p[keep] / count[keep],
-        "observed_rate": sum_y[keep] / count[keep],
-    })
-
-
-def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
-    """Sum over equal-width bins of |observed rate - mean prediction| weighted by bin share."""
-    t = calibration_table(y, p, bins)
-    if t.empty:
-        return float("nan")
-    return float((t["count"] * (t["observed_rate"] - t["mean_predicted"]).abs()).sum() / t["count"].sum())
-
-
-def evaluate(y: np.ndarray, p: np.ndarray, a_threshold: float = 0.7) -> dict[str, float]:
-    """auc, pr_auc, log_loss, brier, ece, recall_a, precision_a (bucket A = p >= threshold;
-    precision 0 when A is empty), lift_top_decile (churn rate of the top 10 % / overall)."""
-    y = np.asarray(y, dtype=float)
-    p = np.asarray(p, dtype=float)
-    both = len(np.unique(y)) == 2
-    in_a = p >= a_threshold
-    positives = y.sum()
-    top = np.argsort(-p, kind="stable")[: max(1, int(np.ceil(0.1 * len(p))))]
-    base_rate = y.mean() if len(y) else float("nan")
-    return {
-        "auc": float(roc_auc_score(y, p)) if both else float("nan"),
-        "pr_auc": float(average_precision_score(y, p)) if both else float("nan"),
-        "log_loss": float(log_loss(y, np.clip(p, 1e-15, 1 - 1e-15), labels=[0, 1])),
-        "brier": float(np.mean((p - y) ** 2)),
-        "ece": expected_calibration_error(y, p),
-        "recall_a": float((y[in_a].sum() / positives) if positives else 0.0),
-        "precision_a": float(y[in_a].mean() if in_a.any() else 0.0),
-        "lift_top_decile": float(y[top].mean() / base_rate) if base_rate else float("nan"),
-    }
+def evaluate(y: np.ndarray, p: np.ndarray, a_threshold: float = A_THRESHOLD) -> dict[str, float]:
+    """A training run's validation metrics: core.metrics.classification_metrics (NaN where undefined)."""
+    return classification_metrics(y, p, a_threshold)
 
 
 # ---------------------------------------------------------------- training

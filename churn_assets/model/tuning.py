@@ -15,8 +15,9 @@ import pandas as pd
 from optuna_integration import LightGBMPruningCallback
 from sklearn.metrics import log_loss
 
+from churn_assets.core.feature_spec import TARGET
 from churn_assets.model.pyfunc import prepare_features, training_categories
-from churn_assets.model.training import DEFAULT_PARAMS, TARGET, fit_booster, recipe, split_months
+from churn_assets.model.training import DEFAULT_PARAMS, fit_booster, recipe, split_months
 
 # name -> (low, high, log scale); integers where the bounds are ints
 SEARCH_SPACE: dict[str, tuple[float, float, bool]] = {

@@ -47,8 +47,8 @@ from evidently.legacy.calculations.stattests import get_stattest
 from evidently.legacy.calculations.stattests.registry import StatTestInvalidFeatureTypeError
 from evidently.legacy.core import ColumnType
 
-from churn_assets.months import add_months
-from churn_assets.warehouse import ident, replace_partition, table_exists
+from churn_assets.dates import add_months
+from churn_assets.sql import ident, replace_partition, table_exists
 
 COLUMN_FIELDS = ["column_name", "method", "score", "threshold", "default_threshold", "drifted", "weight"]
 PREDICTION_COLUMN = "churn_probability"

@@ -3,7 +3,8 @@
 Only for synthetic worlds, and only here: the oracle (oracle/renewals.parquet: msno,
 target_month, last_expire, true_churn_probability, is_churn) holds the probability the
 simulator drew each renewal from, the best any model could score. The system itself never
-reads it (DESIGN.md section 2); the demo summary and bench_model do, through this module.
+reads it (a real deployment has no such truth); the demo summary and bench_model do, through
+this module.
 
 The comparison is made on the SAME pairs the model is judged on (performance.lead_pairs):
 per target month and lead band, the model's scores and the oracle's probabilities of the

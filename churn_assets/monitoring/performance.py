@@ -19,18 +19,25 @@ skill that does not move with the base rate, and AUC carries a bootstrap 95 % in
     pairs = lead_pairs(con, date(2017, 3, 1))              # on the warehouse
     performance_by_band(pairs)
     realised_performance(labels_df, scores_df)             # same, on frames
+    judge_month(perf, pairs, {version: validation_quality(metrics, scores)})  # the verdict
 """
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import duckdb
 import numpy as np
 import pandas as pd
-from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
+from sklearn.metrics import log_loss
 
+from churn_assets.core.buckets import A_THRESHOLD
+from churn_assets.core.metrics import classification_metrics
 from churn_assets.model.gate import base_rate_log_loss, bootstrap_counts, weighted_auc
-from churn_assets.warehouse import ident
+from churn_assets.monitoring.policy import performance_decision
+from churn_assets.monitoring.queries import drop_if_lacking
+from churn_assets.sql import ident, replace_partition
 
 FIRST_SCORE = "first_score"
 HEADLINE_MIN_LEAD_DAYS = 21
@@ -163,31 +170,30 @@ def bootstrap_auc_ci(y, p, n_boot: int = N_BOOTSTRAP, seed: int = BOOTSTRAP_SEED
     return float(low), float(high)
 
 
-def quality(y, p, a_threshold: float = 0.7, n_boot: int = N_BOOTSTRAP, seed: int = BOOTSTRAP_SEED) -> dict:
-    """The metrics of PERFORMANCE_COLUMNS (without the keys) for labels y and scores p."""
+def quality(y, p, a_threshold: float = A_THRESHOLD, n_boot: int = N_BOOTSTRAP, seed: int = BOOTSTRAP_SEED) -> dict:
+    """The metrics of PERFORMANCE_COLUMNS (without the keys) for labels y and scores p:
+    core.metrics.classification_metrics (NaN where undefined, e.g. an empty bucket A) plus the
+    group's size, churn rate, AUC interval and base-rate log loss."""
     y, p = np.asarray(y, dtype=int), np.asarray(p, dtype=float)
-    both_classes = 0 < y.sum() < len(y)
-    in_a = p >= a_threshold
-    ll = float(log_loss(y, np.clip(p, _EPS, 1 - _EPS), labels=[0, 1]))
+    m = classification_metrics(y, p, a_threshold)
     base = base_log_loss(y)
     low, high = bootstrap_auc_ci(y, p, n_boot, seed)
     return {
         "n_scored": len(y),
         "churn_rate": float(y.mean()),
-        # AUC and PR-AUC are undefined when the group has one class only
-        "auc": float(roc_auc_score(y, p)) if both_classes else np.nan,
+        "auc": m["auc"],
         "auc_ci_low": low,
         "auc_ci_high": high,
-        "pr_auc": float(average_precision_score(y, p)) if both_classes else np.nan,
-        "log_loss": ll,
+        "pr_auc": m["pr_auc"],
+        "log_loss": m["log_loss"],
         "base_log_loss": base,
-        "relative_log_loss": ll / base if not np.isnan(base) else np.nan,
-        "recall_a": float(in_a[y == 1].mean()) if y.any() else np.nan,
-        "precision_a": float(y[in_a].mean()) if in_a.any() else np.nan,
+        "relative_log_loss": m["log_loss"] / base if not np.isnan(base) else np.nan,
+        "recall_a": m["recall_a"],
+        "precision_a": m["precision_a"],
     }
 
 
-def performance_by_band(pairs: pd.DataFrame, a_threshold: float = 0.7, n_boot: int = N_BOOTSTRAP,
+def performance_by_band(pairs: pd.DataFrame, a_threshold: float = A_THRESHOLD, n_boot: int = N_BOOTSTRAP,
                         seed: int = BOOTSTRAP_SEED) -> pd.DataFrame:
     """PERFORMANCE_COLUMNS, one row per (target_month, model_version, lead_band) of `pairs`,
     bands in BAND_ORDER. recall_a: share of churners in bucket A (p >= a_threshold);
@@ -205,7 +211,7 @@ def performance_by_band(pairs: pd.DataFrame, a_threshold: float = 0.7, n_boot: i
         columns="_rank").reset_index(drop=True)
 
 
-def realised_performance(labels: pd.DataFrame, scores: pd.DataFrame, a_threshold: float = 0.7,
+def realised_performance(labels: pd.DataFrame, scores: pd.DataFrame, a_threshold: float = A_THRESHOLD,
                          n_boot: int = N_BOOTSTRAP, seed: int = BOOTSTRAP_SEED) -> pd.DataFrame:
     """performance_by_band of pairs_from_frames(labels, scores)."""
     return performance_by_band(pairs_from_frames(labels, scores), a_threshold, n_boot, seed)
@@ -226,3 +232,70 @@ def bands_markdown(perf: pd.DataFrame) -> str:
     cols = ["model_version", "lead_band", "n_scored", "churn_rate", "auc", "auc_ci_low", "auc_ci_high",
             "log_loss", "relative_log_loss"]
     return perf[cols].to_markdown(index=False, floatfmt=".4f") if len(perf) else "_no scored labels_"
+
+
+# ---------------------------------------------------------------- the month's verdict
+
+PERFORMANCE_TABLE = "monitoring.model_performance"
+
+
+def validation_quality(metrics: Mapping[str, float], predictions: pd.DataFrame | None) -> dict[str, float]:
+    """{auc, log_loss, relative_log_loss} of a version's validation month from its logged
+    metrics (auc, log_loss) and hold-out predictions (NaN when not logged)."""
+    has_preds = predictions is not None and {"is_churn", "churn_probability"} <= set(predictions.columns)
+    return {
+        "auc": float(metrics.get("auc", float("nan"))),
+        "log_loss": float(metrics.get("log_loss", float("nan"))),
+        "relative_log_loss": relative_log_loss(predictions["is_churn"], predictions["churn_probability"])
+        if has_preds else float("nan"),
+    }
+
+
+@dataclass(frozen=True)
+class MonthVerdict:
+    perf: pd.DataFrame  # performance_by_band + valid_* columns + decision (headline rows only)
+    version: str  # the version whose headline is the month's verdict
+    headline: pd.Series  # its first_score row (empty: no member first scored early enough)
+    decision: str
+    late_first_scores: int
+
+    def number(self, name: str) -> float:
+        """A metric of the headline row (NaN when missing)."""
+        value = self.headline.get(name, float("nan"))
+        return float("nan") if pd.isna(value) else float(value)
+
+    @property
+    def n_scored(self) -> int:
+        return int(self.headline.get("n_scored", 0)) if len(self.headline) else 0
+
+
+def judge_month(
+    perf: pd.DataFrame, pairs: pd.DataFrame, validation: Mapping[str, Mapping[str, float]],
+    auc_margin: float = 0.02, relative_log_loss_margin: float = 0.05,
+) -> MonthVerdict:
+    """Compare each version's headline with its validation month (`validation`: version ->
+    validation_quality). The alarm reads the headline only: short leads see the decision and
+    would flatter the model. The month's verdict is that of the version that produced most
+    headline scores."""
+    perf = perf.copy()
+    for column in ("auc", "log_loss", "relative_log_loss"):
+        perf[f"valid_{column}"] = perf["model_version"].map(lambda v, c=column: validation[v][c])
+    headline = perf["lead_band"] == FIRST_SCORE
+    perf["decision"] = pd.Series(pd.NA, index=perf.index, dtype="string")
+    perf.loc[headline, "decision"] = [
+        performance_decision(row, validation[row["model_version"]], auc_margin, relative_log_loss_margin)
+        for row in perf[headline].to_dict("records")
+    ]  # one row per model version
+    version = headline_version(pairs) or str(pairs["model_version"].value_counts().index[0])
+    rows = perf[headline & (perf["model_version"] == version)]
+    current = rows.iloc[0] if len(rows) else pd.Series(dtype=object)
+    decision = str(current.get("decision", "none")) if len(rows) else "none"
+    return MonthVerdict(perf, version, current, decision, int(late_first_scores(pairs).sum()))
+
+
+def write_performance(con: duckdb.DuckDBPyConnection, perf: pd.DataFrame, month: dt.date) -> list[str]:
+    """Replace the month's rows. A table of the one-row-per-version era cannot take bands: it
+    is dropped and recreated; returns the columns it lacked ([] normally)."""
+    lacking = drop_if_lacking(con, PERFORMANCE_TABLE, perf.columns)
+    replace_partition(con, PERFORMANCE_TABLE, perf, "target_month", month)
+    return lacking

@@ -1,4 +1,4 @@
-"""What to do about drift: the seed's three levels, and concept drift from realised labels.
+"""What to do about drift: three levels (none, retrain, retune), and concept drift from realised labels.
 
 Data drift (drift share = the production model's gain share of the drifted columns):
     share < retrain_at            -> 'none'     small deviation, keep the model

@@ -20,7 +20,7 @@ class ReportDeliveryError(RuntimeError):
 
 
 class SmtpSettings(Protocol):
-    """The fields of churn_assets.resources.SmtpResource used here."""
+    """The fields of churn_assets.defs.resources.Smtp used here."""
 
     host: str | None
     port: int

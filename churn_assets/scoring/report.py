@@ -12,14 +12,11 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+import pandas as pd
+from matplotlib.figure import Figure  # no pyplot: no backend to choose on a headless code server
 
-matplotlib.use("Agg")  # headless: the code server has no display
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from churn_assets.scoring.buckets import A_THRESHOLD, ACTIONS, B_THRESHOLD, BUCKETS  # noqa: E402
-from churn_assets.scoring.reasons import REASON_COLUMNS  # noqa: E402
+from churn_assets.core.buckets import A_THRESHOLD, ACTIONS, B_THRESHOLD, BUCKETS
+from churn_assets.core.reasons import REASON_COLUMNS
 
 HTML_NAME = "churn_report.html"
 CSV_NAME = "at_risk_members.csv"
@@ -54,6 +51,13 @@ def reason_counts(scores: pd.DataFrame, top: int = 10) -> pd.Series:
     return kinds.value_counts().head(top)
 
 
+def email_subject(week: dt.date, scores: pd.DataFrame) -> str:
+    """The report e-mail's subject: the week and how many members marketing acts on."""
+    counts = scores["bucket"].value_counts()
+    return (f"Churn report, week of {week}: {int(counts.get('A', 0))} to call, "
+            f"{int(counts.get('B', 0))} to offer a discount")
+
+
 def marketing_csv(scores: pd.DataFrame, buckets: tuple[str, ...] = BUCKETS) -> pd.DataFrame:
     """The CSV rows: members of `buckets`, riskiest first, marketing's columns only."""
     rows = scores[scores["bucket"].isin(buckets)].sort_values(
@@ -65,21 +69,18 @@ def marketing_csv(scores: pd.DataFrame, buckets: tuple[str, ...] = BUCKETS) -> p
 
 
 def _histogram_png(scores: pd.DataFrame, a_threshold: float, b_threshold: float) -> str:
-    fig, ax = plt.subplots(figsize=(7, 3.2), dpi=100)
-    try:
-        bins = [i / 20 for i in range(21)]
-        data = [scores.loc[scores["bucket"] == b, "churn_probability"] for b in BUCKETS]
-        ax.hist(data, bins=bins, stacked=True, color=[_COLOURS[b] for b in BUCKETS], label=list(BUCKETS))
-        for t in (b_threshold, a_threshold):
-            ax.axvline(t, color="black", linestyle="--", linewidth=1)
-        ax.set_xlabel("churn probability")
-        ax.set_ylabel("members")
-        ax.legend(title="bucket")
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png")
-    finally:
-        plt.close(fig)
+    fig = Figure(figsize=(7, 3.2), dpi=100, layout="tight")
+    ax = fig.subplots()
+    bins = [i / 20 for i in range(21)]
+    data = [scores.loc[scores["bucket"] == b, "churn_probability"] for b in BUCKETS]
+    ax.hist(data, bins=bins, stacked=True, color=[_COLOURS[b] for b in BUCKETS], label=list(BUCKETS))
+    for t in (b_threshold, a_threshold):
+        ax.axvline(t, color="black", linestyle="--", linewidth=1)
+    ax.set_xlabel("churn probability")
+    ax.set_ylabel("members")
+    ax.legend(title="bucket")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 

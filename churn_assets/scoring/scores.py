@@ -14,8 +14,8 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
-from churn_assets.features.feature_spec import FEATURE_COLUMNS
-from churn_assets.scoring.buckets import A_THRESHOLD, B_THRESHOLD, actions_for, assign_buckets, validate_thresholds
+from churn_assets.core.feature_spec import FEATURE_COLUMNS
+from churn_assets.core.buckets import A_THRESHOLD, B_THRESHOLD, actions_for, assign_buckets, validate_thresholds
 from churn_assets.scoring.offers import (
     DEFAULT_HORIZON_MONTHS,
     DEFAULT_LADDER,
@@ -23,7 +23,7 @@ from churn_assets.scoring.offers import (
     monthly_price,
     offer_discounts,
 )
-from churn_assets.scoring.reasons import REASON_COLUMNS, top_reasons
+from churn_assets.core.reasons import REASON_COLUMNS, top_reasons
 
 SCORE_COLUMNS: list[str] = [
     "week_start", "msno", "membership_expire_date", "days_to_expiry", "churn_probability", "bucket",
@@ -32,7 +32,7 @@ SCORE_COLUMNS: list[str] = [
 
 
 class ChurnModel(Protocol):
-    """What scoring needs from the registered model (churn_assets.model.registry)."""
+    """What scoring needs from the registered model (churn_assets.model.pyfunc.ChurnModel)."""
 
     def predict_proba(self, features: pd.DataFrame) -> np.ndarray: ...
 

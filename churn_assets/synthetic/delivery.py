@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from churn_assets.features.labels import final_on
-from churn_assets.months import add_months
+from churn_assets.dates import add_months
 
 # file -> the column that dates a row (None: not cut by date, delivered whole when due)
 DATED_COLUMN = {

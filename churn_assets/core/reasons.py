@@ -13,7 +13,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from churn_assets.features.feature_spec import CATEGORICAL_COLUMNS
+from churn_assets.core.feature_spec import CATEGORICAL_COLUMNS
 
 REASON_COLUMNS = ["reason_1", "reason_2", "reason_3"]
 Template = Callable[[pd.Series], pd.Series]

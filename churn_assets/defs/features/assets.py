@@ -4,19 +4,16 @@ import base64
 
 import dagster as dg
 
-from churn_assets.features.kpi import churn_chart_png, monthly_churn_kpi
-from churn_assets.features.labels import compute_labels, final_on, labels_final
-from churn_assets.features.member_features import build_member_features
-from churn_assets.partitions import month_of, monthly_partitions, window_mapping
-from churn_assets.resources import Warehouse
-from churn_assets.settings import paths_from_env
-from churn_assets.warehouse import frame_metadata, replace_partition, table_exists
-
-LABELS = dg.AssetKey(["features", "labels"])
-RAW_TRANSACTIONS = dg.AssetKey(["raw", "transactions"])
-RAW_USER_LOGS = dg.AssetKey(["raw", "user_logs"])
-RAW_MEMBERS = dg.AssetKey(["raw", "members"])
-RAW_CHURN_LABELS = dg.AssetKey(["raw", "churn_labels"])
+from churn_assets.analytics.publish import publish
+from churn_assets.dates import month_of
+from churn_assets.defs.keys import LABELS, MEMBER_FEATURES, MONTHLY_CHURN, RAW
+from churn_assets.defs.metadata import frame_metadata
+from churn_assets.defs.partitions import monthly_partitions, window_mapping
+from churn_assets.defs.resources import Storage, Warehouse
+from churn_assets.features.kpi import churn_chart_png, kpi_history, monthly_churn_kpi
+from churn_assets.features.labels import compute_labels, final_on, labels_final, published_agreement
+from churn_assets.features.member_features import training_rows
+from churn_assets.sql import replace_partition
 
 # Labels of M read the history month M-1 and renewals up to the month that makes
 # them final (M+1, M+2 for January). Features of M read at most 90 days back.
@@ -31,25 +28,21 @@ MIN_LABEL_AGREEMENT = 0.999
 @dg.asset(
     key=LABELS, group_name="features", kinds={"duckdb", "sql"}, pool="duckdb_warehouse",
     partitions_def=monthly_partitions,
-    deps=[dg.AssetDep(RAW_TRANSACTIONS, partition_mapping=_labels_window)],
+    deps=[dg.AssetDep(RAW["transactions"], partition_mapping=_labels_window)],
     description="Churn labels of members expiring in the target month, by the official WSDM rule.",
     check_specs=[dg.AssetCheckSpec(
         "agrees_with_published_labels", asset=LABELS, blocking=True,
         description=f"Agreement with raw.churn_labels where a churn_logs drop exists (blocking below {MIN_LABEL_AGREEMENT:.1%}).",
     )],
 )
-def labels(context: dg.AssetExecutionContext, warehouse: Warehouse):
+def labels(context: dg.AssetExecutionContext, warehouse: Warehouse, storage: Storage):
     month = month_of(context.partition_key)
     with warehouse.get_connection() as con:
         frame = compute_labels(con, month)
         replace_partition(con, "features.labels", frame, "target_month", month)
+        publish(con, {"features.labels": month}, storage.paths)
         final = labels_final(con, month)
-        published = con.execute(
-            """SELECT count(*), count(l.msno), coalesce(sum((l.is_churn = p.is_churn)::INT), 0)
-               FROM raw.churn_labels p LEFT JOIN features.labels l
-                 ON l.msno = p.msno AND l.target_month = p.target_month
-               WHERE p.target_month = ?""", [month],
-        ).fetchone() if table_exists(con, "raw.churn_labels") else (0, 0, 0)
+        published = published_agreement(con, month)
     churn_rate = float(frame["is_churn"].mean()) if len(frame) else 0.0
     yield dg.MaterializeResult(metadata=frame_metadata(frame, extra={
         "candidates": len(frame), "churn_rate": churn_rate, "final": final,
@@ -67,34 +60,34 @@ def labels(context: dg.AssetExecutionContext, warehouse: Warehouse):
 
 
 @dg.asset(
-    key=["features", "member_features"], group_name="features", kinds={"duckdb", "sql"}, pool="duckdb_warehouse",
+    key=MEMBER_FEATURES, group_name="features", kinds={"duckdb", "sql"}, pool="duckdb_warehouse",
     partitions_def=monthly_partitions,
-    deps=[LABELS, RAW_MEMBERS,
-          dg.AssetDep(RAW_TRANSACTIONS, partition_mapping=_history_window),
-          dg.AssetDep(RAW_USER_LOGS, partition_mapping=_history_window)],
+    deps=[LABELS, RAW["members"],
+          dg.AssetDep(RAW["transactions"], partition_mapping=_history_window),
+          dg.AssetDep(RAW["user_logs"], partition_mapping=_history_window)],
     description="Training rows: the target month's candidates with features as of its first day (rows dated before it only).",
 )
 def member_features(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
     month = month_of(context.partition_key)
     with warehouse.get_connection() as con:
-        con.execute("CREATE OR REPLACE TEMP TABLE _candidates AS SELECT msno FROM features.labels WHERE target_month = ?", [month])
-        frame = build_member_features(con, month, members="_candidates")
+        frame = training_rows(con, month)
         replace_partition(con, "features.member_features", frame, "as_of", month)
     return dg.MaterializeResult(metadata=frame_metadata(frame, extra={"as_of": month.isoformat(), "members": len(frame)}))
 
 
 @dg.asset(
-    key=["kpi", "monthly_churn"], group_name="features", kinds={"duckdb", "matplotlib"}, pool="duckdb_warehouse",
-    partitions_def=monthly_partitions, deps=[LABELS, dg.AssetDep(RAW_TRANSACTIONS, partition_mapping=_all_before)],
+    key=MONTHLY_CHURN, group_name="features", kinds={"duckdb", "matplotlib"}, pool="duckdb_warehouse",
+    partitions_def=monthly_partitions, deps=[LABELS, dg.AssetDep(RAW["transactions"], partition_mapping=_all_before)],
     description="The business churn KPI: churned at the end of the month / members active in the month.",
 )
-def monthly_churn(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
+def monthly_churn(context: dg.AssetExecutionContext, warehouse: Warehouse, storage: Storage) -> dg.MaterializeResult:
     month = month_of(context.partition_key)
     with warehouse.get_connection() as con:
         row = monthly_churn_kpi(con, month)
         replace_partition(con, "kpi.monthly_churn", row, "month", month)
-        history = con.execute("SELECT * FROM kpi.monthly_churn ORDER BY month").df()
-    chart = churn_chart_png(history, paths_from_env().reports / "kpi" / "monthly_churn.png")
+        publish(con, {"kpi.monthly_churn": month}, storage.paths)
+        history = kpi_history(con)
+    chart = churn_chart_png(history, storage.reports / "kpi" / "monthly_churn.png")
     image = base64.b64encode(chart.read_bytes()).decode()
     first = row.iloc[0]
     return dg.MaterializeResult(metadata=frame_metadata(row, extra={

@@ -34,7 +34,9 @@ from collections.abc import Sequence
 
 import dagster as dg
 
-from .assets import DRIFT_REPORT_KEY, MODEL_PERFORMANCE_KEY
+from churn_assets.defs.keys import DRIFT_REPORT as DRIFT_REPORT_KEY
+from churn_assets.defs.keys import MODEL_PERFORMANCE as MODEL_PERFORMANCE_KEY
+from churn_assets.defs.keys import PRODUCTION_MODEL as PRODUCTION_MODEL_KEY
 
 SENSOR_NAME = "drift_retrain_sensor"
 TRAIN_JOB = "train_job"
@@ -43,7 +45,6 @@ JOB_FOR_DECISION = {"retrain": TRAIN_JOB, "retune": RETUNE_JOB}
 WATCHED = {DRIFT_REPORT_KEY: "churn/week", MODEL_PERFORMANCE_KEY: "churn/month"}  # asset -> partition tag
 MAX_EVENTS_PER_TICK = 100  # per asset; the rest is picked up on the next tick
 DATA_WINDOW_TAG = "churn/data_window"
-PRODUCTION_MODEL_KEY = dg.AssetKey(["ml", "production_model"])
 
 
 def _meta_value(metadata: dict, name: str):

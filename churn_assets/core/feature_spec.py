@@ -54,3 +54,4 @@ FEATURE_COLUMNS: list[str] = list(FEATURES)
 CATEGORICAL_COLUMNS: list[str] = ["last_payment_method", "gender", "city", "registered_via"]
 NUMERIC_COLUMNS: list[str] = [c for c in FEATURE_COLUMNS if c not in CATEGORICAL_COLUMNS]
 KEY_COLUMNS: list[str] = ["msno", "as_of", "membership_expire_date"]
+TARGET = "is_churn"  # the label the model learns (features.labels.is_churn)

@@ -20,7 +20,8 @@ with warnings.catch_warnings():  # dagster-mlflow is marked beta; say it once he
     from dagster_mlflow import end_mlflow_on_run_finished
     from dagster_mlflow.resources import CONFIG_SCHEMA, MlFlow
 
-from churn_assets.model.registry import EXPERIMENT, ensure_experiment
+from churn_assets.model.mlflow_logging import ensure_experiment
+from churn_assets.model.names import EXPERIMENT
 
 __all__ = ["end_mlflow_on_run_finished", "mlflow_resource"]
 
