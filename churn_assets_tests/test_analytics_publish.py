@@ -137,7 +137,8 @@ def test_publish_helper_uses_the_contract_locations(tmp_path):
     with duckdb.connect(str(paths.data_dir / "analytics.duckdb"), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM scoring.churn_scores").fetchone() == (10,)
     assert set(PUBLISHED_TABLES) == {"scoring.churn_scores", "monitoring.drift_reports", "monitoring.drift_columns",
-                                     "monitoring.model_performance", "kpi.monthly_churn", "features.labels"}
+                                     "monitoring.model_performance", "kpi.monthly_churn", "features.labels",
+                                     "marketing.treatments"}
 
 
 def test_bad_names_never_reach_a_file_name_or_sql(tmp_path):
@@ -190,6 +191,7 @@ while not stop.exists():
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("held_mode", ["hold_read_only", "hold_read_write"])
 def test_open_analyst_sessions_never_block_or_fail_the_pipeline(tmp_path, held_mode):
     """Two analysts query in loops from other processes while the pipeline
@@ -251,6 +253,7 @@ time.sleep(60)
 """
 
 
+@pytest.mark.slow
 def test_a_held_warehouse_lock_ends_in_an_error_naming_the_file(tmp_path):
     warehouse = tmp_path / "warehouse" / "churn.duckdb"
     warehouse.parent.mkdir()

@@ -3,13 +3,15 @@ check, job, sensor, schedule and resource key. A rename shows up here first."""
 import dagster as dg
 
 ASSETS = [
-    "features/labels", "features/member_features", "kpi/monthly_churn", "ml/churn_model", "ml/production_model",
+    "features/labels", "features/member_features", "kpi/monthly_churn", "marketing/treatments", "ml/churn_model",
+    "ml/production_model",
     "monitoring/drift_report", "monitoring/model_performance", "raw/churn_labels", "raw/members",
     "raw/transactions", "raw/user_logs", "reports/weekly_churn_report", "scoring/churn_scores",
     "scoring/scoring_features",
 ]
 CHECKS = [
-    "features/labels:agrees_with_published_labels", "ml/churn_model:churn_model_automated_tests",
+    "features/labels:agrees_with_published_labels", "marketing/treatments:control_balance",
+    "ml/churn_model:churn_model_automated_tests",
     *(f"raw/{source}:{check}" for source in ("churn_labels", "members", "transactions", "user_logs")
       for check in ("gx_blocking", "gx_warnings", "rows_accounted")),
 ]

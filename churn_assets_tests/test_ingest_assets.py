@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import dagster as dg
+import pytest
 import duckdb
 
 from churn_assets.defs.ingest.assets import raw_assets
@@ -56,6 +57,7 @@ def test_raw_assets_load_a_month_with_checks_and_accounting(tiny_world, data_dir
     assert months == [(KEY,)] and dtype == "DATE"
 
 
+@pytest.mark.slow
 def test_rematerialising_a_partition_is_idempotent(tiny_world, data_dir, instance):
     deliver(tiny_world, data_dir, MONTH, "2016-10")
     assert _materialize(instance).success and _materialize(instance, "2016-10-01").success
@@ -128,6 +130,7 @@ def test_landing_sensor_new_unchanged_and_redelivered(tiny_world, data_dir, inst
     assert [r.asset_selection for r in withdrawn.run_requests] == [[dg.AssetKey(["raw", "churn_labels"])]]
 
 
+@pytest.mark.slow
 def test_redelivered_drop_without_labels_withdraws_them(tiny_world, data_dir, instance):
     deliver(tiny_world, data_dir, MONTH)
     assert _materialize(instance).success

@@ -27,6 +27,8 @@ from churn_assets_tests.stubs import StubRegistry
 from churn_assets_tests.test_model_support import fresh_mlflow_store
 from churn_assets_tests.toy_world import write_toy_world
 
+pytestmark = pytest.mark.slow  # train/retune jobs on a real MLflow store: see `make test-fast`
+
 MONTHS = [dt.date(2017, m, 1) for m in range(1, 6)]
 JUNE = dt.date(2017, 6, 1)
 # 2,000-row months cannot confirm the default margins (sized for ~15k rows, see test_model_registry)

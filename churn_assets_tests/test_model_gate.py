@@ -66,6 +66,7 @@ def test_same_ranking_but_miscalibrated_fails_on_log_loss(world):
     assert not r.passed and r.delta_log_loss_high >= G.LOG_LOSS_MARGIN
 
 
+@pytest.mark.slow
 def test_bootstrap_is_deterministic_for_a_seed_and_paired(world):
     y, incumbent, rng = world
     other = np.clip(incumbent + rng.normal(0, 0.01, N), 1e-4, 1 - 1e-4)

@@ -23,6 +23,8 @@ from churn_assets.model.training import RUNTIME_PARAMS, evaluate, train_churn_mo
 from churn_assets_tests.test_model_support import fresh_mlflow_store
 from churn_assets_tests.toy_world import write_toy_world
 
+pytestmark = pytest.mark.slow  # real MLflow logging and registry per test: see `make test-fast`
+
 MONTHS = [dt.date(2017, m, 1) for m in range(1, 7)]
 TRAIN, VALID = MONTHS[1:4], MONTHS[4]  # v1: Feb-Apr, validated on May
 NEWER_TRAIN, NEWER = MONTHS[2:5], MONTHS[5]  # the genuine challenger: Mar-May, validated on June

@@ -207,6 +207,7 @@ def test_training_fingerprint_is_stable_and_sensitive(world, result):
     assert training_fingerprint(frame, TRAIN, VALID, None, 1) != fp
 
 
+@pytest.mark.slow
 def test_thread_count_is_runtime_not_recipe(world, result):
     _, frame, _ = world
     assert resolve_threads(3) == 3 and resolve_threads(0) >= 1
@@ -242,6 +243,7 @@ def test_pyfunc_contract(world, result):
     assert model.categories["city"] == sorted(model.categories["city"]) and "no-such-city" not in model.categories["city"]
 
 
+@pytest.mark.slow
 def test_tune_small_search(world):
     _, frame, _ = world
     params, trials = tune(frame, TRAIN, VALID, n_trials=3, seed=1)

@@ -132,6 +132,7 @@ def _meta(result):
     return result.asset_materializations_for_node(drift_report.op.name)[0].metadata
 
 
+@pytest.mark.slow
 def test_drift_report_weights_calibrates_and_acts_on_the_second_week(world):
     _drift_evidence(world)
     _add_week(world, STATIONARY_WEEK, shift=False, seed=30)
@@ -192,6 +193,7 @@ def test_drift_report_weights_calibrates_and_acts_on_the_second_week(world):
     con.close()
 
 
+@pytest.mark.slow
 def test_drift_report_on_an_old_run_and_an_old_table(world):
     """A version logged before importance and target_month, and a drift_reports table written
     before the new columns: equal weights, Evidently's thresholds, columns added."""

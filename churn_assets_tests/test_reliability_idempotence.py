@@ -20,6 +20,7 @@ import pytest
 
 from churn_assets.defs.features.assets import features_assets
 from churn_assets.defs.ingest.assets import raw_assets
+from churn_assets.defs.marketing.assets import marketing_assets
 from churn_assets.model.versions import TrainingEvidence
 from churn_assets.defs.monitoring import assets as monitoring
 from churn_assets.defs.resources import Smtp, Storage, Warehouse
@@ -33,6 +34,8 @@ from churn_assets_tests.test_reliability_support import (
     stub_reference,
     table_digest,
 )
+
+pytestmark = pytest.mark.slow  # whole-pipeline runs twice: see `make test-fast`
 
 MONTHS = ["2016-07", "2016-08", "2016-09", "2016-10", "2016-11", "2016-12", "2017-01"]
 M = "2016-10"  # the re-delivered month
@@ -110,8 +113,9 @@ def test_every_partitioned_asset_twice_is_byte_identical(env, instance):
     stages = [
         (raw_assets, M + "-01", ["raw.members", "raw.transactions", "raw.user_logs", "raw.quarantine"]),
         (features_assets, M + "-01", ["features.labels", "features.member_features", "kpi.monthly_churn"]),
-        ([*scoring.scoring_assets, monitoring.drift_report], WEEK,
-         ["scoring.scoring_features", "scoring.churn_scores", "monitoring.drift_reports", "monitoring.drift_columns"]),
+        ([*scoring.scoring_assets, *marketing_assets, monitoring.drift_report], WEEK,
+         ["scoring.scoring_features", "scoring.churn_scores", "marketing.treatments", "monitoring.drift_reports",
+          "monitoring.drift_columns"]),
     ]
     for assets, key, tables in stages:
         _materialize(assets, key, instance, db, **stage_resources)

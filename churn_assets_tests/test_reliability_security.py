@@ -216,7 +216,7 @@ def test_smtp_password_only_from_env_and_never_in_logs_metadata_or_reports(data_
     job = defs.resolve_job_def("weekly_scoring_job")
     result = job.execute_in_process(instance=instance, partition_key="2017-03-06", raise_on_error=False,
                                     op_selection=["scoring__scoring_features", "scoring__churn_scores",
-                                                  "reports__weekly_churn_report"])
+                                                  "marketing__treatments", "reports__weekly_churn_report"])
     assert not result.success  # the login was refused
     [failure] = [e for e in result.all_events if e.is_step_failure]
     message = failure.step_failure_data.user_failure_data.description
@@ -290,6 +290,7 @@ def test_no_secrets_in_the_repository():
 # --------------------------------------------------------------- a bad drop through the asset
 
 
+@pytest.mark.slow
 def test_bad_drop_through_the_raw_asset_fails_clearly_and_writes_nothing(tiny_world, data_dir, instance):
     deliver(tiny_world, data_dir, "2016-09")
     db = str(data_dir / "warehouse" / "churn.duckdb")

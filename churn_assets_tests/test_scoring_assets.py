@@ -17,7 +17,8 @@ import pandas as pd
 import pytest
 
 from churn_assets.core.feature_spec import FEATURE_COLUMNS
-from churn_assets.defs.keys import CHURN_SCORES, WEEKLY_REPORT
+from churn_assets.defs.keys import CHURN_SCORES, MARKETING_TREATMENTS, WEEKLY_REPORT
+from churn_assets.defs.marketing.assets import marketing_assets
 from churn_assets.defs.monitoring.assets import monitoring_assets
 from churn_assets.defs.partitions import weekly_partitions
 from churn_assets.defs.resources import ModelRegistry, Smtp, Storage, Warehouse
@@ -87,7 +88,7 @@ def _resources(warehouse: Warehouse, data_dir: Path, version: str | None = "12",
 
 def _defs(warehouse: Warehouse, data_dir: Path) -> dg.Definitions:
     return dg.Definitions(
-        assets=[*scoring.scoring_assets, *monitoring_assets],  # the weekly job also runs the drift report
+        assets=[*scoring.scoring_assets, *marketing_assets, *monitoring_assets],  # the job also runs drift
         jobs=scoring_jobs,
         schedules=scoring_schedules,
         resources=_resources(warehouse, data_dir),
@@ -120,7 +121,7 @@ def test_weekly_job_scores_and_reports(warehouse, instance, data_dir):
     config = {"ops": {"scoring__churn_scores": {"config": policy}}}
     # the stub model has no MLflow training reference, so the job's drift report is left out here
     result = job.execute_in_process(instance=instance, partition_key=WEEK, run_config=config,
-                                    asset_selection=[a.key for a in scoring.scoring_assets])
+                                    asset_selection=[a.key for a in [*scoring.scoring_assets, *marketing_assets]])
     assert result.success
 
     scores = _query(warehouse, "SELECT * FROM scoring.churn_scores ORDER BY msno")
@@ -129,7 +130,7 @@ def test_weekly_job_scores_and_reports(warehouse, instance, data_dir):
     assert list(by_msno.loc[["today", "mid", "day29"], "bucket"]) == ["A", "B", "C"]
     assert list(by_msno.loc[["today", "mid", "day29"], "days_to_expiry"]) == [0, 15, 29]
     assert by_msno.loc["today", "reason_1"] == "plan ends today"
-    assert by_msno.loc["mid", "reason_2"] == "auto-renew switched off"
+    assert by_msno.loc["mid", "reason_2"] == "pays manually each month (no auto-renew)"  # never on auto-renew
     assert by_msno.loc["day29", ["reason_1", "reason_2", "reason_3"]].isna().all()
     assert (scores["model_version"] == "12").all()
     assert list(by_msno.loc[["today", "mid", "day29"], "discount_pct"]) == [0, 10, 0]
@@ -138,9 +139,12 @@ def test_weekly_job_scores_and_reports(warehouse, instance, data_dir):
     assert meta["bucket_A"].value == 1 and meta["model_version"].value == "12"
     assert meta["a_threshold"].value == 0.8
 
+    treatments = _query(warehouse, "SELECT * FROM marketing.treatments ORDER BY msno")
+    assert list(treatments["msno"]) == ["day29", "mid", "today"] and set(treatments["arm"]) == {"treated"}
+    assert instance.get_latest_materialization_event(MARKETING_TREATMENTS) is not None
     out = data_dir / "reports" / "weekly" / WEEK
     csv = pd.read_csv(out / "at_risk_members.csv")
-    assert list(csv["msno"]) == ["today", "mid", "day29"]
+    assert list(csv["msno"]) == ["today", "mid", "day29"]  # the week's treated new contacts
     assert "plan ends today" in (out / "churn_report.html").read_text()
     report_meta = instance.get_latest_materialization_event(WEEKLY_REPORT).asset_materialization.metadata
     assert report_meta["emailed"].value is False
@@ -174,7 +178,7 @@ def test_assets_called_directly_with_stub_resources(warehouse, data_dir):
 
 
 def test_smtp_failure_fails_the_asset_and_keeps_the_report(warehouse, instance, data_dir):
-    dg.materialize(scoring.scoring_assets[:2], partition_key=WEEK, instance=instance,
+    dg.materialize([*scoring.scoring_assets[:2], *marketing_assets], partition_key=WEEK, instance=instance,
                    resources=_resources(warehouse, data_dir))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -124,6 +124,7 @@ def test_email_received_with_csv_attachment(smtp_server, report):
     assert attachment.get_payload(decode=True) == report.csv_path.read_bytes()
 
 
+@pytest.mark.slow  # the SMTP server delays a failed login by ~5 s
 def test_wrong_password_is_a_clear_error_without_the_secret(smtp_server, report):
     controller, inbox = smtp_server
     settings = _settings(controller.port, user="marketing", password=PASSWORD + "x")

@@ -124,10 +124,12 @@ def test_top_reasons_order_and_wording():
     ])
     r = top_reasons(contrib, features)
     assert list(r.columns) == ["reason_1", "reason_2", "reason_3"]
+    # no auto-renew payment on record: a trait, not "switched off"; the cancellations are the same
+    # story (one family), so the next reasons are the trend and the age
     assert list(r.iloc[0]) == [
-        "auto-renew switched off", "cancelled twice in the last 90 days", "listening down 60 % on last month"
+        "pays manually (no auto-renew)", "listening down 60 % on last month", "young member (19)"
     ]
-    assert list(r.iloc[1]) == ["plan ends in 5 days", "no listening for 23 days", None]
+    assert list(r.iloc[1]) == ["plan ends in 5 days", "last listened 23 days ago", None]
     assert r.iloc[2].isna().all()  # nothing pushes towards churn: no reasons
 
 

@@ -30,6 +30,8 @@ from churn_assets.model.training import train_churn_model
 from churn_assets.core.buckets import ACTIONS, assign_buckets
 from churn_assets_tests.test_model_support import fresh_mlflow_store
 
+pytestmark = pytest.mark.slow  # starts the MLflow model server: see `make test-fast`
+
 MONTHS = [dt.date(2017, m, 1) for m in range(1, 5)]
 STARTUP_TIMEOUT_S = 60.0
 

@@ -41,6 +41,7 @@ PUBLISHED_TABLES: dict[str, str | None] = {
     "monitoring.model_performance": "target_month",
     "kpi.monthly_churn": "month",
     "features.labels": "target_month",
+    "marketing.treatments": "week_start",
 }
 
 ANALYTICS_DB_NAME = "analytics.duckdb"

@@ -1,7 +1,9 @@
 """The weekly report for marketing: an HTML page and a CSV of who to contact.
 
 The CSV holds only what marketing needs (no features, no model internals);
-every member value that reaches the HTML is escaped.
+every member value that reaches the HTML is escaped. Given the week's
+marketing.treatments, the CSV lists only the treated arm's new contacts: the
+hold-out and members already contacted in their expiry cycle are left out.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from matplotlib.figure import Figure  # no pyplot: no backend to choose on a hea
 
 from churn_assets.core.buckets import A_THRESHOLD, ACTIONS, B_THRESHOLD, BUCKETS
 from churn_assets.core.reasons import REASON_COLUMNS
+from churn_assets.marketing.treatments import CONTROL, TREATED
 
 HTML_NAME = "churn_report.html"
 CSV_NAME = "at_risk_members.csv"
@@ -58,8 +61,36 @@ def email_subject(week: dt.date, scores: pd.DataFrame) -> str:
             f"{int(counts.get('B', 0))} to offer a discount")
 
 
-def marketing_csv(scores: pd.DataFrame, buckets: tuple[str, ...] = BUCKETS) -> pd.DataFrame:
-    """The CSV rows: members of `buckets`, riskiest first, marketing's columns only."""
+def treated_contacts(scores: pd.DataFrame, treatments: pd.DataFrame) -> pd.DataFrame:
+    """The week's treated new contacts with the treatment's action and discount (free/trial
+    members get none) and the score's reasons."""
+    columns = ["msno", "bucket", "churn_probability", "action", "discount_pct", "membership_expire_date"]
+    treated = treatments.loc[treatments["arm"] == TREATED, columns]
+    return treated.merge(scores[["msno", *REASON_COLUMNS]], on="msno", how="left", validate="one_to_one")
+
+
+def experiment_counts(scores: pd.DataFrame, treatments: pd.DataFrame) -> pd.DataFrame:
+    """Per bucket: members scored, already contacted in this expiry cycle, new contacts
+    treated, new contacts held out (control: no action, still scored)."""
+    def per_bucket(frame: pd.DataFrame):
+        return bucket_counts(frame).to_numpy()
+
+    scored = per_bucket(scores)
+    treated = per_bucket(treatments[treatments["arm"] == TREATED])
+    control = per_bucket(treatments[treatments["arm"] == CONTROL])
+    return pd.DataFrame({
+        "bucket": list(BUCKETS), "scored": scored, "already contacted this cycle": scored - treated - control,
+        "new: treated": treated, "new: control (no action)": control,
+    })
+
+
+def marketing_csv(
+    scores: pd.DataFrame, buckets: tuple[str, ...] = BUCKETS, treatments: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """The CSV rows: members of `buckets`, riskiest first, marketing's columns only; with the
+    week's `treatments`, only its treated arm (see treated_contacts)."""
+    if treatments is not None:
+        scores = treated_contacts(scores, treatments)
     rows = scores[scores["bucket"].isin(buckets)].sort_values(
         ["bucket", "churn_probability", "msno"], ascending=[True, False, True]
     )
@@ -106,10 +137,12 @@ def build_report(
     a_threshold: float = A_THRESHOLD,
     b_threshold: float = B_THRESHOLD,
     max_table_rows: int = 500,
+    treatments: pd.DataFrame | None = None,
 ) -> ReportFiles:
     """Write churn_report.html and at_risk_members.csv into out_dir (created) for one
     week of scoring.churn_scores rows; `previous` is last week's rows (or None) for the
-    change in counts. Returns the paths and a short markdown summary."""
+    change in counts; `treatments` the week's marketing.treatments rows (None: every
+    scored member is listed). Returns the paths and a short markdown summary."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     week = html.escape(str(week_start))
@@ -118,7 +151,7 @@ def build_report(
     total = int(counts.sum())
     version = ", ".join(sorted(scores["model_version"].astype(str).unique())) if "model_version" in scores else ""
 
-    csv_frame = marketing_csv(scores)
+    csv_frame = marketing_csv(scores, treatments=treatments)
     csv_path = out_dir / CSV_NAME
     csv_frame.to_csv(csv_path, index=False)
 
@@ -132,9 +165,18 @@ def build_report(
     reasons = reason_counts(scores).rename_axis("reason (N = the member's own number)").reset_index(name="members")
     at_risk = csv_frame[csv_frame["bucket"].isin(["A", "B"])]
     shown = at_risk.head(max_table_rows)
-    offers = scores.loc[scores["discount_pct"] > 0, "discount_pct"].value_counts().sort_index()
+    offered = scores if treatments is None else csv_frame
+    offers = offered.loc[offered["discount_pct"] > 0, "discount_pct"].value_counts().sort_index()
     offer_text = ", ".join(f"{n} members at {d} %" for d, n in offers.items()) or "none"
     chart = _histogram_png(scores, a_threshold, b_threshold) if total else ""
+    experiment = None if treatments is None else experiment_counts(scores, treatments)
+    experiment_html = "" if experiment is None else f"""<h2>Retention experiment: who is contacted this week</h2>
+<p>Each member is contacted once per expiry cycle. A random hold-out (control) gets no action,
+so the effect of the actions can be measured against it; the list below and the CSV hold the
+treated new contacts only.</p>
+{_table(experiment)}
+"""
+    contacts_note = "" if treatments is None else " New contacts of the treated arm only."
 
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Churn report, week of {week}</title>
@@ -149,12 +191,12 @@ th {{ background: #f3f3f3; }}
 {html.escape(version) or "-"}. Discount offers: {html.escape(offer_text)}.</p>
 <h2>Buckets</h2>
 {_table(summary)}
-<h2>Score distribution</h2>
+{experiment_html}<h2>Score distribution</h2>
 {f'<img alt="histogram of churn probabilities by bucket" src="data:image/png;base64,{chart}">' if chart else "<p>No members this week.</p>"}
 <h2>Most common reasons (buckets A and B)</h2>
 {_table(reasons) if len(reasons) else "<p>None.</p>"}
 <h2>Members to contact (A and B, riskiest first)</h2>
-<p>{len(shown)} of {len(at_risk)} shown; the full list, with bucket C, is in {CSV_NAME}.</p>
+<p>{len(shown)} of {len(at_risk)} shown; the full list, with bucket C, is in {CSV_NAME}.{contacts_note}</p>
 {_table(shown)}
 </body></html>
 """
@@ -167,5 +209,11 @@ th {{ background: #f3f3f3; }}
         summary.to_markdown(index=False),
         "",
         f"Discount offers: {offer_text}.",
+        *([] if experiment is None else [
+            "",
+            f"New contacts: {int(experiment['new: treated'].sum())} treated (in the CSV), "
+            f"{int(experiment['new: control (no action)'].sum())} held out as control; "
+            f"{int(experiment['already contacted this cycle'].sum())} already contacted this cycle.",
+        ]),
     ])
     return ReportFiles(html_path=html_path, csv_path=csv_path, markdown=markdown)

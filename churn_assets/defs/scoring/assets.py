@@ -14,11 +14,13 @@ import pandas as pd
 from churn_assets.analytics.publish import publish
 from churn_assets.core.buckets import A_THRESHOLD, B_THRESHOLD, BUCKETS
 from churn_assets.dates import week_of
-from churn_assets.defs.keys import CHURN_SCORES, PRODUCTION_MODEL, RAW, SCORING_FEATURES, WEEKLY_REPORT
+from churn_assets.defs.keys import CHURN_SCORES, MARKETING_TREATMENTS, PRODUCTION_MODEL, RAW, SCORING_FEATURES, WEEKLY_REPORT
 from churn_assets.defs.metadata import frame_metadata
 from churn_assets.defs.partitions import weekly_partitions, window_mapping
 from churn_assets.defs.resources import ModelRegistry, Smtp, Storage, Warehouse
 from churn_assets.defs.scoring.config import ScoringConfig
+from churn_assets.marketing.queries import TREATMENTS_TABLE
+from churn_assets.marketing.treatments import TREATED
 from churn_assets.scoring.emailer import ReportDeliveryError, recipient_list, send_report
 from churn_assets.scoring.queries import FEATURES_TABLE, SCORES_TABLE, build_scoring_features, read_week, scoring_window
 from churn_assets.scoring.report import ReportFiles, build_report, email_subject
@@ -134,11 +136,11 @@ def _thresholds(instance: dg.DagsterInstance, partition: str) -> tuple[float, fl
 
 
 def _email(context: dg.AssetExecutionContext, smtp: Smtp, files: ReportFiles, week: dt.date,
-           scores: pd.DataFrame, metadata: dict) -> dict:
-    """Send the report; the metadata gains emailed/recipients. A delivery failure fails the
-    asset, keeping the files and saying where they are."""
+           contacts: pd.DataFrame, metadata: dict) -> dict:
+    """Send the report (the subject counts the week's treated new `contacts`); the metadata gains
+    emailed/recipients. A delivery failure fails the asset, keeping the files and saying where they are."""
     try:
-        send_report(smtp, files.html_path, files.csv_path, email_subject(week, scores))
+        send_report(smtp, files.html_path, files.csv_path, email_subject(week, contacts))
     except ReportDeliveryError as exc:
         raise dg.Failure(
             description=f"{exc} Report kept at {files.html_path}.",
@@ -155,8 +157,9 @@ def _email(context: dg.AssetExecutionContext, smtp: Smtp, files: ReportFiles, we
     group_name="scoring",
     kinds={"html", "email"},
     pool="duckdb_warehouse",  # reads the DuckDB file, which locks out writers in other processes
-    deps=[CHURN_SCORES],
-    description="Weekly HTML report and at_risk_members.csv for marketing, e-mailed when SMTP is set.",
+    deps=[CHURN_SCORES, MARKETING_TREATMENTS],
+    description="Weekly HTML report and at_risk_members.csv (the week's new treated contacts) for marketing, "
+    "e-mailed when SMTP is set.",
 )
 def weekly_churn_report(
     context: dg.AssetExecutionContext, warehouse: Warehouse, storage: Storage, smtp: Smtp
@@ -165,21 +168,26 @@ def weekly_churn_report(
     with warehouse.get_connection() as con:
         scores = read_week(con, SCORES_TABLE, week)
         previous = read_week(con, SCORES_TABLE, week - dt.timedelta(days=7))
-    if scores is None:
-        raise dg.Failure(f"{SCORES_TABLE} does not exist: materialise scoring/churn_scores for {week} first.")
+        treatments = read_week(con, TREATMENTS_TABLE, week)
+    if scores is None or treatments is None:
+        raise dg.Failure(f"{SCORES_TABLE if scores is None else TREATMENTS_TABLE} does not exist: materialise "
+                         f"scoring/churn_scores and marketing/treatments for {week} first.")
     if previous is not None and previous.empty:
         previous = None
     a_threshold, b_threshold = _thresholds(context.instance, context.partition_key)
     out_dir = storage.reports / "weekly" / str(week)
-    files = build_report(scores, previous, week, out_dir, a_threshold, b_threshold)
+    files = build_report(scores, previous, week, out_dir, a_threshold, b_threshold, treatments=treatments)
+    contacts = treatments[treatments["arm"] == TREATED]
     metadata = {
         "summary": dg.MetadataValue.md(files.markdown),
         "html_report": dg.MetadataValue.path(str(files.html_path)),
         "csv": dg.MetadataValue.path(str(files.csv_path)),
         "emailed": dg.MetadataValue.bool(False),
+        "contacts": dg.MetadataValue.int(len(contacts)),
+        "control": dg.MetadataValue.int(len(treatments) - len(contacts)),
     }
     if smtp.enabled:
-        metadata = _email(context, smtp, files, week, scores, metadata)
+        metadata = _email(context, smtp, files, week, contacts, metadata)
     else:
         context.log.info(f"SMTP not configured: report for {week} written to {out_dir} only")
     return dg.MaterializeResult(metadata=metadata)

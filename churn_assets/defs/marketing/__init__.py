@@ -1,0 +1,1 @@
+"""Dagster definitions of the domain; the pure code lives in churn_assets.marketing."""
