@@ -5,7 +5,7 @@ import dagster as dg
 from churn_assets.defs.features.assets import features_assets, features_job
 from churn_assets.defs.ingest.assets import ingest_job, raw_assets
 from churn_assets.defs.ingest.sensors import landing_sensor
-from churn_assets.defs.marketing.assets import marketing_assets
+from churn_assets.defs.marketing.assets import effect_assets, marketing_assets
 from churn_assets.defs.model.assets import model_assets
 from churn_assets.defs.model.checks import model_checks
 from churn_assets.defs.model.jobs import model_jobs
@@ -21,7 +21,8 @@ from churn_assets.defs.scoring.schedules import scoring_schedules
 def build_definitions(resources: dict | None = None) -> dg.Definitions:
     """Resources read the environment here (or are given), so tests build definitions per data dir."""
     return dg.Definitions(
-        assets=[*raw_assets, *features_assets, *model_assets, *scoring_assets, *marketing_assets, *monitoring_assets],
+        assets=[*raw_assets, *features_assets, *model_assets, *scoring_assets, *marketing_assets, *effect_assets,
+                *monitoring_assets],
         asset_checks=model_checks,
         jobs=[ingest_job, features_job, *model_jobs, *scoring_jobs, performance_job],
         sensors=[landing_sensor, build_drift_retrain_sensor(model_jobs)],

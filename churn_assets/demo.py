@@ -292,6 +292,9 @@ def _fill_tables(paths: Paths, summary: DemoSummary, source: Path) -> None:
         GROUP BY ALL ORDER BY s.week_start""")
     summary.tables["model performance once labels matured"] = _query(paths, """
         SELECT * FROM monitoring.model_performance ORDER BY target_month, model_version""")
+    from churn_assets.demo_story import RETENTION_TITLE, retention_table
+
+    summary.tables[RETENTION_TITLE] = retention_table(_retention_months(paths))
     triggered = [r for r in summary.runs if r["tags"].get(SENSOR_NAME_TAG) == "drift_retrain_sensor"]
     sensor_runs = pd.DataFrame(
         [{"job": r["job"], "week": r["week"], "event": r["tags"].get("churn/week") or r["tags"].get("churn/month"),
@@ -320,6 +323,17 @@ def _fill_tables(paths: Paths, summary: DemoSummary, source: Path) -> None:
             f"  {pd.Timestamp(r.target_month):%Y-%m}: AUC {r.model_auc:.3f} vs {r.oracle_auc:.3f} "
             f"({r.auc_vs_oracle:.3f}x), log loss {r.model_log_loss:.3f} vs {r.oracle_log_loss:.3f} "
             f"({r.log_loss_vs_oracle:.3f}x), n={r.n_pairs}" for r in head.itertuples()]
+
+
+def _retention_months(paths: Paths) -> pd.DataFrame | None:
+    """The month rows of marketing.retention_effect (None before the warehouse exists)."""
+    from churn_assets.marketing.queries import read_month_summaries
+
+    try:
+        with duckdb.connect(str(paths.duckdb_path), read_only=True) as con:
+            return read_month_summaries(con)
+    except duckdb.Error:
+        return None
 
 
 def _promotions(paths: Paths, summary: DemoSummary) -> pd.DataFrame | None:

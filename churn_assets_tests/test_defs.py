@@ -3,7 +3,8 @@ check, job, sensor, schedule and resource key. A rename shows up here first."""
 import dagster as dg
 
 ASSETS = [
-    "features/labels", "features/member_features", "kpi/monthly_churn", "marketing/treatments", "ml/churn_model",
+    "features/labels", "features/member_features", "kpi/monthly_churn", "marketing/retention_effect",
+    "marketing/treatments", "ml/churn_model",
     "ml/production_model",
     "monitoring/drift_report", "monitoring/model_performance", "raw/churn_labels", "raw/members",
     "raw/transactions", "raw/user_logs", "reports/weekly_churn_report", "scoring/churn_scores",

@@ -42,6 +42,7 @@ PUBLISHED_TABLES: dict[str, str | None] = {
     "kpi.monthly_churn": "month",
     "features.labels": "target_month",
     "marketing.treatments": "week_start",
+    "marketing.retention_effect": "target_month",
 }
 
 ANALYTICS_DB_NAME = "analytics.duckdb"
