@@ -120,6 +120,6 @@ def retention_table(summaries: pd.DataFrame | None, threshold: float = DEFAULT_M
         "churn_control": history["churn_rate_control"].astype(float).round(4),
         "relative_reduction (CI)": [f"{_signed(r)} ({_signed(lo)} .. {_signed(hi)})" for r, lo, hi in zip(
             history["relative_reduction"], history["rr_ci_low"], history["rr_ci_high"])],
-        f">= {threshold:.0%}": history["criterion_met"].map({True: "yes", False: "no"}),
+        f"met (>= {threshold:.0%}, CI > 0)": history["criterion_met"].map({True: "yes", False: "no"}),
         f"held {months} months": history["criterion_held"].map({True: "yes", False: "no"}),
     })

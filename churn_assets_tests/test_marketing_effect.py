@@ -194,6 +194,10 @@ def test_criterion_over_three_months():
     assert criterion_held(recovered) and not criterion_held(recovered, through=dt.date(2017, 4, 1))
     history = criterion_history(recovered)
     assert list(history["criterion_met"]) == [True, False, True, True, True]
+    # a reduction whose interval includes no effect does not count: noise is not "because of the actions"
+    noisy = held.assign(rr_ci_low=[0.001, -0.02, 0.004])
+    assert not criterion_held(noisy) and criterion_streak(noisy) == 1
+    assert criterion_held(held.assign(rr_ci_low=[0.001, 0.01, 0.004]))
     assert list(history["criterion_held"]) == [False, False, False, False, True]
     assert not criterion_held(months())
 

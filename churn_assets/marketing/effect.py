@@ -322,15 +322,25 @@ def measure_effect(
 # ---------------------------------------------------------------- the business criterion
 
 
+def months_met(summaries: pd.DataFrame, threshold: float = DEFAULT_MIN_RELATIVE_REDUCTION) -> pd.Series:
+    """Per month row: the relative reduction reached `threshold` AND, where the interval is known
+    (rr_ci_low), it excludes no effect. The business asks for a fall *because of* the actions: in
+    a world where they do nothing the point estimate alone passes 2 % about half the months."""
+    met = summaries["relative_reduction"].ge(threshold).fillna(False).astype(bool)
+    if "rr_ci_low" in summaries:
+        met &= summaries["rr_ci_low"].gt(0).fillna(False).astype(bool)
+    return met
+
+
 def criterion_streak(summaries: pd.DataFrame, through: dt.date | None = None,
                      threshold: float = DEFAULT_MIN_RELATIVE_REDUCTION) -> int:
-    """How many successive months ending at `through` (default: the latest) reached a relative
-    reduction >= threshold. `summaries`: target_month, relative_reduction (the month rows).
+    """How many successive months ending at `through` (default: the latest) met the criterion
+    (months_met). `summaries`: target_month, relative_reduction[, rr_ci_low] (the month rows).
     A month without a row (not final, or not measured) breaks the streak, as does NaN."""
-    reductions = {as_date(m): r for m, r in zip(summaries["target_month"], summaries["relative_reduction"])}
-    month = as_date(through) if through is not None else max(reductions, default=None)
+    met = dict(zip((as_date(m) for m in summaries["target_month"]), months_met(summaries, threshold)))
+    month = as_date(through) if through is not None else max(met, default=None)
     streak = 0
-    while month in reductions and pd.notna(reductions[month]) and reductions[month] >= threshold:
+    while met.get(month, False):
         streak, month = streak + 1, add_months(month, -1)
     return streak
 
@@ -347,7 +357,7 @@ def criterion_history(summaries: pd.DataFrame, threshold: float = DEFAULT_MIN_RE
     """`summaries` by month with criterion_met (this month) and criterion_held (the `months`
     months ending here all met it)."""
     out = summaries.sort_values("target_month").reset_index(drop=True).copy()
-    out["criterion_met"] = out["relative_reduction"].ge(threshold).fillna(False).astype(bool)
+    out["criterion_met"] = months_met(out, threshold)
     out["criterion_held"] = [criterion_held(out, m, threshold, months) for m in out["target_month"]]
     return out
 
