@@ -292,7 +292,8 @@ def _fill_tables(paths: Paths, summary: DemoSummary, source: Path) -> None:
         GROUP BY ALL ORDER BY s.week_start""")
     summary.tables["model performance once labels matured"] = _query(paths, """
         SELECT * FROM monitoring.model_performance ORDER BY target_month, model_version""")
-    from churn_assets.demo_story import RETENTION_TITLE, retention_table
+    from churn_assets.demo_story import RETENTION_TITLE
+    from churn_assets.marketing.effect import retention_table
 
     summary.tables[RETENTION_TITLE] = retention_table(_retention_months(paths))
     triggered = [r for r in summary.runs if r["tags"].get(SENSOR_NAME_TAG) == "drift_retrain_sensor"]

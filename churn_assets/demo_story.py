@@ -13,7 +13,6 @@ import datetime as dt
 import pandas as pd
 
 from churn_assets.features.labels import final_on
-from churn_assets.marketing.effect import DEFAULT_CRITERION_MONTHS, DEFAULT_MIN_RELATIVE_REDUCTION, criterion_history
 
 
 def _first(frame: pd.DataFrame):
@@ -101,25 +100,3 @@ RETENTION_TITLE = ("retention experiment: treated vs control churn per final mon
                    "respond to treatments yet: expect effects near zero and the criterion not held)")
 
 
-def _signed(value: float) -> str:
-    return "n/a" if pd.isna(value) else f"{100 * value:+.1f} %"
-
-
-def retention_table(summaries: pd.DataFrame | None, threshold: float = DEFAULT_MIN_RELATIVE_REDUCTION,
-                    months: int = DEFAULT_CRITERION_MONTHS) -> pd.DataFrame | None:
-    """One line per measured month of marketing.retention_effect's month rows (effect.SUMMARY_COLUMNS):
-    treated vs control (counterfactual) churn, the relative reduction with its interval, and
-    whether the criterion held for `months` successive months up to that month."""
-    if summaries is None or summaries.empty:
-        return None
-    history = criterion_history(summaries, threshold, months)
-    return pd.DataFrame({
-        "target_month": [f"{pd.Timestamp(m):%Y-%m}" for m in history["target_month"]],
-        "n_treated": history["n_treated"].astype(int), "n_control": history["n_control"].astype(int),
-        "churn_treated": history["churn_rate_treated"].astype(float).round(4),
-        "churn_control": history["churn_rate_control"].astype(float).round(4),
-        "relative_reduction (CI)": [f"{_signed(r)} ({_signed(lo)} .. {_signed(hi)})" for r, lo, hi in zip(
-            history["relative_reduction"], history["rr_ci_low"], history["rr_ci_high"])],
-        f"met (>= {threshold:.0%}, CI > 0)": history["criterion_met"].map({True: "yes", False: "no"}),
-        f"held {months} months": history["criterion_held"].map({True: "yes", False: "no"}),
-    })

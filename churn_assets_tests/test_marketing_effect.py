@@ -16,7 +16,8 @@ import pytest
 from churn_assets.core.buckets import ACTIONS
 from churn_assets.defs.marketing.assets import retention_effect
 from churn_assets.defs.resources import Storage, Warehouse
-from churn_assets.demo_story import RETENTION_TITLE, retention_table
+from churn_assets.demo_story import RETENTION_TITLE
+from churn_assets.marketing.effect import retention_table
 from churn_assets.marketing.effect import (
     ALL, BUCKET, EFFECT_COLUMNS, INPUT_COLUMNS, MONTH, NEWCOMBE, RUNG, WALD, criterion_held, criterion_history,
     criterion_streak, fieller_relative_reduction, measure_effect, newcombe_interval, wilson_interval,
@@ -349,3 +350,29 @@ def test_asset_writes_a_final_month_and_nothing_for_one_not_final(tmp_path, inst
     print(f"asset, March: rows in {meta['rows_in']} (unmatched {meta['unmatched']}), treated {meta['churn_rate_treated']:.3f} "
           f"vs control {meta['churn_rate_control']:.3f}, relative reduction {meta['relative_reduction']:.3f} "
           f"[{meta['rr_ci_low']:.3f}, {meta['rr_ci_high']:.3f}], net revenue {meta['net_revenue']:.0f}\n{table.to_string(index=False)}")
+
+
+def test_weekly_report_shows_the_reduction_of_the_months_final_by_its_week(tmp_path):
+    from churn_assets.marketing.effect import months_final_by
+    from churn_assets.scoring.report import build_report
+
+    summaries = pd.DataFrame({
+        "target_month": [dt.date(2017, 1, 1), dt.date(2017, 2, 1)], "n_treated": [900, 950], "n_control": [100, 105],
+        "churn_rate_treated": [0.10, 0.09], "churn_rate_control": [0.12, 0.12], "relative_reduction": [0.167, 0.25],
+        "rr_ci_low": [0.01, 0.05], "rr_ci_high": [0.3, 0.4]})
+    # February's labels are final on 30 March: a report of 27 March knows January only
+    assert list(months_final_by(summaries, dt.date(2017, 3, 27))["target_month"]) == [dt.date(2017, 1, 1)]
+    assert len(months_final_by(summaries, dt.date(2017, 4, 3))) == 2
+    scores = pd.DataFrame({"week_start": [dt.date(2017, 4, 3)] * 2, "msno": ["a", "b"],
+                           "membership_expire_date": [dt.date(2017, 4, 20)] * 2, "days_to_expiry": [17, 17],
+                           "churn_probability": [0.8, 0.1], "bucket": ["A", "C"],
+                           "action": ["call to understand the pain points", "send an appreciation e-mail"],
+                           "discount_pct": [0, 0], "reason_1": ["x", None], "reason_2": [None, None],
+                           "reason_3": [None, None], "model_version": ["1", "1"]})
+    treatments = scores.assign(arm=["treated", "control"], free_or_trial=False)
+    table = retention_table(months_final_by(summaries, dt.date(2017, 4, 3)))
+    files = build_report(scores, None, dt.date(2017, 4, 3), tmp_path, treatments=treatments, effects=table)
+    page = files.html_path.read_text()
+    assert "Churn-rate reduction against the control group" in page and "2017-02" in page and "+25.0 %" in page
+    empty = build_report(scores, None, dt.date(2017, 4, 3), tmp_path / "e", treatments=treatments, effects=None)
+    assert "No month is final and measured yet" in empty.html_path.read_text()

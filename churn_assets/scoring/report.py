@@ -138,11 +138,14 @@ def build_report(
     b_threshold: float = B_THRESHOLD,
     max_table_rows: int = 500,
     treatments: pd.DataFrame | None = None,
+    effects: pd.DataFrame | None = None,
 ) -> ReportFiles:
     """Write churn_report.html and at_risk_members.csv into out_dir (created) for one
     week of scoring.churn_scores rows; `previous` is last week's rows (or None) for the
     change in counts; `treatments` the week's marketing.treatments rows (None: every
-    scored member is listed). Returns the paths and a short markdown summary."""
+    scored member is listed); `effects` the retention experiment's month table
+    (marketing.effect.retention_table of the months final by this week, or None). Returns the
+    paths and a short markdown summary."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     week = html.escape(str(week_start))
@@ -175,6 +178,8 @@ def build_report(
 so the effect of the actions can be measured against it; the list below and the CSV hold the
 treated new contacts only.</p>
 {_table(experiment)}
+<h3>Churn-rate reduction against the control group, per final month</h3>
+{_table(effects) if effects is not None and len(effects) else "<p>No month is final and measured yet.</p>"}
 """
     contacts_note = "" if treatments is None else " New contacts of the treated arm only."
 

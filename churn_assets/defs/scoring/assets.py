@@ -23,6 +23,8 @@ from churn_assets.marketing.queries import TREATMENTS_TABLE
 from churn_assets.marketing.treatments import TREATED
 from churn_assets.scoring.emailer import ReportDeliveryError, recipient_list, send_report
 from churn_assets.scoring.queries import FEATURES_TABLE, SCORES_TABLE, build_scoring_features, read_week, scoring_window
+from churn_assets.marketing.effect import months_final_by, retention_table
+from churn_assets.marketing.queries import read_month_summaries
 from churn_assets.scoring.report import ReportFiles, build_report, email_subject
 from churn_assets.scoring.scores import ScoringPolicy, score_members
 from churn_assets.sql import replace_partition
@@ -169,6 +171,7 @@ def weekly_churn_report(
         scores = read_week(con, SCORES_TABLE, week)
         previous = read_week(con, SCORES_TABLE, week - dt.timedelta(days=7))
         treatments = read_week(con, TREATMENTS_TABLE, week)
+        effects = retention_table(months_final_by(read_month_summaries(con), week))
     if scores is None or treatments is None:
         raise dg.Failure(f"{SCORES_TABLE if scores is None else TREATMENTS_TABLE} does not exist: materialise "
                          f"scoring/churn_scores and marketing/treatments for {week} first.")
@@ -176,7 +179,8 @@ def weekly_churn_report(
         previous = None
     a_threshold, b_threshold = _thresholds(context.instance, context.partition_key)
     out_dir = storage.reports / "weekly" / str(week)
-    files = build_report(scores, previous, week, out_dir, a_threshold, b_threshold, treatments=treatments)
+    files = build_report(scores, previous, week, out_dir, a_threshold, b_threshold, treatments=treatments,
+                         effects=effects)
     contacts = treatments[treatments["arm"] == TREATED]
     metadata = {
         "summary": dg.MetadataValue.md(files.markdown),
