@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import duckdb
@@ -104,8 +104,3 @@ def table_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
             [schema, name],
         ).fetchone()[0]
     )
-
-
-def in_list(values: Iterable[str]) -> str:
-    """A tuple of '?' placeholders for an IN clause."""
-    return ", ".join("?" for _ in values)

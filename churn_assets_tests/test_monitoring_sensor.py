@@ -7,7 +7,7 @@ import json
 import dagster as dg
 import pytest
 
-from churn_assets.defs.monitoring.assets import DRIFT_REPORT_KEY, MODEL_PERFORMANCE_KEY
+from churn_assets.defs.keys import DRIFT_REPORT as DRIFT_REPORT_KEY, MODEL_PERFORMANCE as MODEL_PERFORMANCE_KEY
 from churn_assets.defs.monitoring.sensors import build_drift_retrain_sensor
 
 

@@ -96,7 +96,7 @@ SENSOR_DEFS = textwrap.dedent('''
 def _report(instance, week: str, decision: str) -> None:
     """A drift decision whose week brought a new final labelled month (the sensor asks for
     a run only then): one data window per week, newer than what production learned."""
-    from churn_assets.defs.monitoring.assets import DRIFT_REPORT_KEY
+    from churn_assets.defs.keys import DRIFT_REPORT as DRIFT_REPORT_KEY
 
     instance.report_runless_asset_event(dg.AssetMaterialization(
         asset_key=DRIFT_REPORT_KEY, partition=week,

@@ -48,8 +48,8 @@ def file_digests(folder: Path) -> dict[str, str]:
     return {p.name: _file_digest(p) for p in _csv_files(folder)}
 
 
-def changed_sources(folder: Path, before: dict[str, str] | None, after: dict[str, str]) -> list[str]:
-    """The raw sources whose drop file in `folder` is new, changed or gone between two
+def changed_sources(before: dict[str, str] | None, after: dict[str, str]) -> list[str]:
+    """The raw sources whose drop file is new, changed or gone between a folder's two
     {file: digest} maps; every source when nothing is known of the folder yet."""
     if before is None:
         return list(SOURCES)
@@ -81,5 +81,5 @@ def scan_landing(landing: Path, seen: dict[str, list]) -> tuple[list[tuple[str, 
         new_seen[folder.name] = [signature, fingerprint, digests]
         if not previous or previous[1] != fingerprint:
             before = previous[2] if previous and len(previous) > 2 else None  # older cursors: re-load all
-            changed.append((f"{folder.name}-01", fingerprint, changed_sources(folder, before, digests)))
+            changed.append((f"{folder.name}-01", fingerprint, changed_sources(before, digests)))
     return changed, new_seen

@@ -15,13 +15,13 @@ import pandas as pd
 
 from churn_assets.analytics.publish import publish
 from churn_assets.core.buckets import BUCKETS
-from churn_assets.dates import month_of, week_of
+from churn_assets.dates import week_of
+from churn_assets.defs.finality import final_month_or_none
 from churn_assets.defs.keys import CHURN_SCORES, LABELS, MARKETING_TREATMENTS, RETENTION_EFFECT, SCORING_FEATURES
 from churn_assets.defs.marketing.config import RetentionEffectConfig, TreatmentsConfig
 from churn_assets.defs.metadata import frame_metadata
 from churn_assets.defs.partitions import monthly_partitions, weekly_partitions
 from churn_assets.defs.resources import Storage, Warehouse
-from churn_assets.features.labels import final_on, labels_final
 from churn_assets.marketing.balance import MAX_ABS_SMD, MIN_CHI2_P, Balance, control_balance, experiment_to_date
 from churn_assets.marketing.effect import (
     EffectResult, criterion_streak, effect_chart_png, effect_markdown, measure_effect,
@@ -145,12 +145,8 @@ def _effect_metadata(result: EffectResult, history: pd.DataFrame, config: Retent
 def retention_effect(
     context: dg.AssetExecutionContext, config: RetentionEffectConfig, warehouse: Warehouse, storage: Storage
 ) -> Iterator[dg.MaterializeResult]:
-    month = month_of(context.partition_key)
     with warehouse.get_connection() as con:
-        # Not an error: the month is not judgeable yet, so no materialisation is recorded.
-        if not labels_final(con, month):
-            context.log.warning(f"labels of {month:%Y-%m} are not final until the data reaches "
-                                f"{final_on(month).isoformat()}: nothing written")
+        if (month := final_month_or_none(context, con)) is None:
             return
         inputs = read_effect_inputs(con, month)
     if inputs is None or inputs.empty:

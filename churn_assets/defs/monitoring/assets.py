@@ -17,23 +17,20 @@ from pydantic import Field
 
 from churn_assets.analytics.publish import publish
 from churn_assets.core.buckets import A_THRESHOLD
-from churn_assets.dates import month_of, week_of
+from churn_assets.dates import week_of
 from churn_assets.defs import keys
+from churn_assets.defs.finality import final_month_or_none
 from churn_assets.defs.monitoring.metadata import (
     drift_metadata, drift_summary, performance_metadata, performance_summary,
 )
 from churn_assets.defs.partitions import monthly_partitions, weekly_partitions
 from churn_assets.defs.resources import ModelRegistry, Storage, Warehouse
-from churn_assets.features.labels import final_on, labels_final
 from churn_assets.monitoring.policy import (
     DEFAULT_HYSTERESIS, DEFAULT_RETRAIN_AT, DEFAULT_RETUNE_AT, drift_policy, previous_level_for, validate_thresholds,
 )
 from churn_assets.monitoring.queries import (
     LABELS_TABLE, SCORES_TABLE, SCORING_FEATURES_TABLE, label_count, missing_tables, trainable_through,
 )
-
-DRIFT_REPORT_KEY = keys.DRIFT_REPORT
-MODEL_PERFORMANCE_KEY = keys.MODEL_PERFORMANCE
 
 
 # ---------------------------------------------------------------- drift
@@ -94,7 +91,7 @@ def _calibration(context, warehouse: Warehouse, config: "DriftConfig", version: 
 
 
 @dg.asset(
-    key=DRIFT_REPORT_KEY,
+    key=keys.DRIFT_REPORT,
     partitions_def=weekly_partitions,
     group_name="monitoring",
     kinds={"duckdb", "evidently"},
@@ -173,7 +170,7 @@ def _validation(registry: ModelRegistry, versions) -> dict[str, dict[str, float]
 
 
 @dg.asset(
-    key=MODEL_PERFORMANCE_KEY,
+    key=keys.MODEL_PERFORMANCE,
     partitions_def=monthly_partitions,
     group_name="monitoring",
     kinds={"duckdb", "sklearn"},
@@ -194,13 +191,8 @@ def model_performance(
 ) -> Iterator[dg.MaterializeResult]:
     from churn_assets.monitoring import performance as pf  # scikit-learn: imported only when run
 
-    month = month_of(context.partition_key)
     with warehouse.get_connection() as con:
-        # Not an error: the month is simply not judgeable yet. No materialisation
-        # is recorded, so the partition stays missing and the sensor sees nothing.
-        if not labels_final(con, month):
-            context.log.warning(f"labels of {month:%Y-%m} are not final until the data reaches "
-                                f"{final_on(month).isoformat()}: nothing written")
+        if (month := final_month_or_none(context, con)) is None:
             return
         if missing_tables(con, (LABELS_TABLE, SCORES_TABLE)):
             context.log.warning(f"{LABELS_TABLE} or {SCORES_TABLE} missing: nothing to evaluate")

@@ -34,15 +34,14 @@ from collections.abc import Sequence
 
 import dagster as dg
 
-from churn_assets.defs.keys import DRIFT_REPORT as DRIFT_REPORT_KEY
-from churn_assets.defs.keys import MODEL_PERFORMANCE as MODEL_PERFORMANCE_KEY
+from churn_assets.defs.keys import DRIFT_REPORT, MODEL_PERFORMANCE
 from churn_assets.defs.keys import PRODUCTION_MODEL as PRODUCTION_MODEL_KEY
 
 SENSOR_NAME = "drift_retrain_sensor"
 TRAIN_JOB = "train_job"
 RETUNE_JOB = "retune_job"
 JOB_FOR_DECISION = {"retrain": TRAIN_JOB, "retune": RETUNE_JOB}
-WATCHED = {DRIFT_REPORT_KEY: "churn/week", MODEL_PERFORMANCE_KEY: "churn/month"}  # asset -> partition tag
+WATCHED = {DRIFT_REPORT: "churn/week", MODEL_PERFORMANCE: "churn/month"}  # asset -> partition tag
 MAX_EVENTS_PER_TICK = 100  # per asset; the rest is picked up on the next tick
 DATA_WINDOW_TAG = "churn/data_window"
 
@@ -103,7 +102,7 @@ def job_to_request(instance: dg.DagsterInstance, asset_key: dg.AssetKey, metadat
     refused_retrain = any(_refused(instance, r) for r in _runs_on_window(instance, TRAIN_JOB, window))
     if learned and window <= learned:  # nothing new: a plain retrain would rebuild the same model
         # realised quality still bad for a model that had learned every final month: search again
-        still_bad = asset_key == MODEL_PERFORMANCE_KEY and judged and judged >= window
+        still_bad = asset_key == MODEL_PERFORMANCE and judged and judged >= window
         if not (refused_retrain or still_bad):
             return None, f"production already learned every final month (through {learned}): waiting for new labels"
         job = RETUNE_JOB
