@@ -31,16 +31,23 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from churn_assets.features.labels import compute_labels
+from churn_assets.features.labels import compute_labels, final_on
 from churn_assets.synthetic.catalog import CHANNELS
+from churn_assets.synthetic.effects import (DEFAULT_EFFECTS, KIND_NAMES, Effects, TreatmentBook, action_kinds,
+                                            percentages)
 from churn_assets.synthetic.listening import month_logs
-from churn_assets.synthetic.world import History, simulate
+from churn_assets.synthetic.world import History, member_blocks, simulate
 
 SCENARIOS = ("none", "channel_shift", "engagement_drop", "price_rise")
 
 TX_COLUMNS = ("payment_method_id", "payment_plan_days", "plan_list_price", "actual_amount_paid",
               "is_auto_renew", "transaction_date", "membership_expire_date", "is_cancel")
-ORACLE_COLUMNS = ("msno", "target_month", "last_expire", "true_churn_probability", "is_churn")
+# true_churn_probability is the probability the decision was drawn from (p_treated); p_untreated
+# is the member's probability without the action it received (the two are equal when none acted)
+ORACLE_COLUMNS = ("msno", "target_month", "last_expire", "true_churn_probability", "is_churn",
+                  "action", "discount_pct", "p_untreated", "p_treated")
+# what the world needs of marketing.treatments: who, for which expiry, from which Monday, what
+TREATMENT_KEYS = ("msno", "membership_expire_date", "week_start", "action", "discount_pct")
 WORKERS = max(2, min(4, os.cpu_count() or 1))   # numpy and pyarrow release the GIL in the heavy parts
 _CSV_OPTIONS = pacsv.WriteOptions(include_header=False, batch_size=1 << 16, quoting_style="none")
 
@@ -48,7 +55,8 @@ _ORACLE_SQL = """
 -- the decision behind a candidate: its period's opening transaction (expiring at last_expire) or
 -- its cancellation (expiring at last_expire) is the latest such row in the history window
 SELECT l.msno, CAST(l.target_month AS DATE) AS target_month, CAST(l.last_expire AS DATE) AS last_expire,
-       d.p AS true_churn_probability, l.is_churn, d.churn AS decided_churn
+       d.p AS true_churn_probability, l.is_churn, d.churn AS decided_churn,
+       d.action, d.discount_pct, d.p_untreated, d.p AS p_treated
 FROM labels l
 LEFT JOIN decisions d
   ON d.msno = l.msno
@@ -179,12 +187,45 @@ def _label(con: duckdb.DuckDBPyConnection, tx: pa.Table, hist: History, msno: pa
         "msno": msno.take(pa.array(dec["mem"])), "txn_day": _date32(dec["txn_day"]),
         "cancel_day": pa.array(dec["cancel_day"].astype(np.int32), mask=dec["cancel_day"] < 0).view(pa.date32()),
         "expire": _date32(dec["expire"]),
-        "expire_eff": _date32(dec["expire_eff"]), "p": dec["p"], "churn": dec["churn"].astype(np.int64)}))
+        "expire_eff": _date32(dec["expire_eff"]), "p": dec["p"], "churn": dec["churn"].astype(np.int64),
+        "action": pa.array(np.asarray(KIND_NAMES, dtype=object)[dec["action"]]),
+        "discount_pct": dec["discount_pct"].astype(np.int32), "p_untreated": dec["p_untreated"]}))
     con.register("labels", pd.concat(parts, ignore_index=True))
     return parts, con.sql(_ORACLE_SQL).to_arrow_table()
 
 
-def _summary(oracle: pa.Table, targets: list[dt.date]) -> dict:
+_NO_TREATMENTS = pd.DataFrame({"msno": pd.Series(dtype=str), "membership_expire_date": pd.Series(dtype="datetime64[ns]"),
+                               "week_start": pd.Series(dtype="datetime64[ns]"), "action": pd.Series(dtype=str),
+                               "discount_pct": pd.Series(dtype="int64")})
+
+
+def _day_number(day: dt.date) -> int:
+    return int(np.datetime64(day, "D").astype(np.int64))
+
+
+def _days(dates: pd.Series) -> np.ndarray:
+    return pd.to_datetime(dates).to_numpy().astype("datetime64[D]").astype(np.int64)
+
+
+def _same_rows(a: pd.DataFrame, b: pd.DataFrame) -> bool:
+    def canon(f: pd.DataFrame) -> list[tuple]:
+        return sorted(zip(f["msno"].astype(str), _days(f["membership_expire_date"]), _days(f["week_start"]),
+                          f["action"].astype(str), percentages(f["discount_pct"])))
+    return canon(a) == canon(b)
+
+
+def _treatment_summary(oracle: pa.Table | None, unmatched: int) -> dict:
+    """Labelled candidates per action and how many treatments found no decision."""
+    if oracle is None:
+        return {"by_action": {}, "unmatched_treatments": unmatched}
+    actions = pd.Series(oracle["action"].to_numpy(zero_copy_only=False)).value_counts()
+    return {"by_action": {str(k): int(v) for k, v in actions.items()}, "unmatched_treatments": unmatched}
+
+
+def _summary(oracle: pa.Table | None, targets: list[dt.date]) -> dict:
+    if oracle is None:
+        return {"churn_rate": {}, "oracle_auc": {}, "labelled_candidates": 0, "unmatched_candidates": 0,
+                "decision_rule_disagreements": 0}
     o = {c: oracle[c].to_numpy(zero_copy_only=False) for c in
          ("target_month", "true_churn_probability", "is_churn", "decided_churn")}
     p = o["true_churn_probability"].astype(float)
@@ -200,11 +241,177 @@ def _summary(oracle: pa.Table, targets: list[dt.date]) -> dict:
             "decision_rule_disagreements": int((o["decided_churn"][matched] != y[matched]).sum())}
 
 
+class SyntheticWorld:
+    """A world written month by month as time passes, answering the treatments it is given.
+
+    `advance(day, treatments)` re-simulates with every treatment so far and (re)writes each
+    month that has days before `day` and was not complete at the previous call; labels and
+    oracle rows are written for the target months final by `day`. Treatments act only on
+    decisions that show on or after their Monday, so nothing dated before the previous
+    `day` changes: transactions are per member and come out the same, and the listening
+    rows of a month already part-written keep their earlier draws before that day (the
+    month's draws after it may differ, as the members covered then may). Same seed, same
+    calls with the same treatments => byte-identical files; without treatments (or with
+    NO_EFFECTS) the files are those of one `generate_world` call.
+    """
+
+    def __init__(self, out_dir: str | Path, members: int = 20_000, start: str = "2016-07", months: int = 10,
+                 seed: int = 7, scenarios: Sequence[tuple[str, str]] | None = (("channel_shift", "2017-02"),),
+                 effects: Effects = DEFAULT_EFFECTS):
+        self.out, self.n_initial, self.seed, self.effects = Path(out_dir), members, seed, effects
+        self.scen = parse_scenarios(list(scenarios or []))
+        month_keys = np.datetime64(start, "M") + np.arange(months + 1)
+        self.month_days = month_keys.astype("datetime64[D]").astype(np.int64)
+        self.names = [str(k) for k in month_keys[:-1]]
+        self.targets = label_targets(month_keys)
+        self.streams = np.random.SeedSequence(seed).spawn(4 + months)
+        n_regular, n_wave = member_blocks(members, self.month_days, self.scen)
+        self.msno = pa.concat_arrays([msno_array(np.random.default_rng(self.streams[2]), n_regular),
+                                      msno_array(np.random.default_rng(self.streams[3]), n_wave)])
+        self._mem_of = pd.Index(self.msno.to_numpy(zero_copy_only=False))
+        self.end = dt.date(1970, 1, 1) + dt.timedelta(days=int(self.month_days[-1]))   # first day after the data
+        self.through: dt.date | None = None
+        self.treatments = _NO_TREATMENTS
+        self.book = TreatmentBook.empty()
+        self.unmatched_treatments = 0
+        self.rows: dict[str, dict[str, int]] = {name: {} for name in self.names}
+        self._open_logs: dict[int, dict[str, np.ndarray]] = {}   # part-written months' listening rows
+        self._oracle_parts: list[pa.Table] = []
+        self._labelled: set[dt.date] = set()
+        self.hist: History | None = None
+
+    # --- treatments ---------------------------------------------------------------------------
+
+    def _book(self, treatments: pd.DataFrame | None) -> None:
+        """Take the treatments so far; those dated before the previous day must not change."""
+        frame = _NO_TREATMENTS if treatments is None or treatments.empty else treatments[list(TREATMENT_KEYS)]
+        frame = frame.assign(week_start=pd.to_datetime(frame["week_start"]),
+                             membership_expire_date=pd.to_datetime(frame["membership_expire_date"]))
+        if self.through is not None:
+            cut = pd.Timestamp(self.through)
+            if not _same_rows(frame[frame["week_start"] < cut], self.treatments[self.treatments["week_start"] < cut]):
+                raise ValueError(f"treatments dated before {self.through} changed: the world cannot rewrite "
+                                 "what has already happened")
+        self.treatments = frame
+        mem = self._mem_of.get_indexer(frame["msno"].astype(str))
+        known = mem >= 0
+        self.unmatched_treatments = int((~known).sum())
+        rows = frame[known]
+        self.book = TreatmentBook.of(
+            mem[known], _days(rows["membership_expire_date"]),
+            action_kinds(rows["action"], rows["discount_pct"]), percentages(rows["discount_pct"]),
+            _days(rows["week_start"]))
+
+    # --- writing ------------------------------------------------------------------------------
+
+    def advance(self, day: dt.date | None = None, treatments: pd.DataFrame | None = None) -> list[str]:
+        """Write the world as it stands on `day` (default: its end) given the treatments so far;
+        returns the month folders written."""
+        day = min(day or self.end, self.end)
+        if self.through is not None and day < self.through:
+            raise ValueError(f"the world is already written through {self.through}; cannot go back to {day}")
+        self._book(treatments)
+        hist = simulate(np.random.default_rng(self.streams[0]), np.random.default_rng(self.streams[1]),
+                        self.n_initial, self.month_days, self.scen, self.book, self.effects)
+        self.hist = hist
+        previous = self.through
+        day_number = _day_number(day)
+        first_day, last_day = int(self.month_days[0]), int(self.month_days[-1]) - 1
+        ymd = _Calendar(int(min(hist.members.reg_day.min(), hist.tx["transaction_date"].min(), first_day)) - 1,
+                        int(max(hist.members.reg_day.max(), hist.tx["membership_expire_date"].max())) + 1)
+        tx = hist.tx
+        inside = (tx["transaction_date"] >= first_day) & (tx["transaction_date"] <= last_day)
+        order = np.nonzero(inside)[0][np.lexsort((tx["mem"][inside], tx["transaction_date"][inside]))]
+        tx = {k: v[order] for k, v in tx.items()}
+        frozen = -1 if previous is None else _day_number(previous)   # rows before it never change
+        months = [k for k in range(len(self.names))
+                  if self.month_days[k] < day_number and self.month_days[k + 1] > frozen]
+        for k in months:
+            (self.out / "landing" / self.names[k]).mkdir(parents=True, exist_ok=True)
+        (self.out / "oracle").mkdir(parents=True, exist_ok=True)
+        targets = [t for t in self.targets if final_on(t) <= day and t not in self._labelled]
+
+        with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+            # listening logs first (the bulk): one job per month draws from the month's own stream
+            # and writes its file, so the output does not depend on thread scheduling
+            log_jobs = [pool.submit(self._month_logs, k, hist, ymd, frozen, day_number) for k in months]
+            jobs = []
+
+            def write(table: pa.Table, name: str, file: str) -> None:
+                self.rows[name][file.removesuffix(".csv")] = table.num_rows
+                jobs.append(pool.submit(_write_csv, table, self.out / "landing" / name / file))
+
+            members_all = _members_table(hist, self.msno, ymd)
+            for k in months:
+                name = self.names[k]
+                snap = np.nonzero(hist.members.has_row & (hist.members.join_day < self.month_days[k + 1]))[0]
+                write(members_all.take(pa.array(snap)), name, "members_profile.csv")
+                a, b = np.searchsorted(tx["transaction_date"], self.month_days[k:k + 2])
+                write(pa.table({"msno": _ids(self.msno, tx["mem"][a:b]),
+                                **{c: ymd(tx[c][a:b]) if c.endswith("date") else tx[c][a:b] for c in TX_COLUMNS}}),
+                      name, "transactions_logs.csv")
+
+            # labels by the official rule on exactly the transactions written above
+            if targets:
+                with duckdb.connect() as con:
+                    typed = pa.table({"msno": self.msno.take(pa.array(tx["mem"])),
+                                      **{c: _date32(tx[c]) if c.endswith("date") else tx[c] for c in TX_COLUMNS}})
+                    parts, oracle = _label(con, typed, hist, self.msno, targets)
+                for target, lab in zip(targets, parts):
+                    churn = pa.table({"msno": pa.array(lab["msno"], pa.string()),
+                                      "is_churn": lab["is_churn"].to_numpy(np.int64)})
+                    write(churn, target.isoformat()[:7], "churn_logs.csv")
+                self._oracle_parts.append(oracle)
+                self._labelled.update(targets)
+                jobs.append(pool.submit(pq.write_table, self.oracle().select(list(ORACLE_COLUMNS)),
+                                        self.out / "oracle" / "renewals.parquet"))
+
+            for k, job in zip(months, log_jobs):
+                self.rows[self.names[k]]["userlogs"] = job.result()
+            for job in jobs:
+                job.result()                                  # re-raise any write error
+        self.through = day
+        return [self.names[k] for k in months]
+
+    def _month_logs(self, k: int, hist: History, ymd: _Calendar, frozen: int, day_number: int) -> int:
+        """Draw month k's listening rows from its own stream and write them; rows dated before
+        `frozen` come from the month's earlier draw when it was already part-written."""
+        lo, hi = int(self.month_days[k]), int(self.month_days[k + 1])
+        logs = month_logs(np.random.default_rng(self.streams[4 + k]), hist, lo, hi, self.scen.get("engagement_drop"))
+        earlier = self._open_logs.pop(k, None)
+        if earlier is not None:
+            old, new = earlier["date"] < frozen, logs["date"] >= frozen
+            logs = {c: np.concatenate([earlier[c][old], logs[c][new]]) for c in logs}
+            order = np.lexsort((logs["date"], logs["mem"]))
+            logs = {c: v[order] for c, v in logs.items()}
+        if hi > day_number:                                   # still open: later calls splice onto it
+            self._open_logs[k] = {c: v.copy() for c, v in logs.items()}
+        path = self.out / "landing" / self.names[k] / "userlogs.csv"
+        _write_csv(pa.table({"msno": _ids(self.msno, logs.pop("mem")), "date": ymd(logs.pop("date")), **logs}), path)
+        return len(logs["total_secs"])
+
+    def oracle(self) -> pa.Table | None:
+        """Every labelled candidate so far with its truth (None before the first final month)."""
+        return pa.concat_tables(self._oracle_parts) if self._oracle_parts else None
+
+    def summary(self) -> dict:
+        oracle = self.oracle()
+        totals = {f: sum(r.get(f, 0) for r in self.rows.values())
+                  for f in ("members_profile", "transactions_logs", "userlogs", "churn_logs")}
+        return {
+            "out_dir": str(self.out), "seed": self.seed, "members": len(self.msno), "months": self.names,
+            "scenarios": {n: str(np.datetime64(d, "D").astype("datetime64[M]")) for n, d in self.scen.items()},
+            "rows": totals, "rows_per_month": self.rows, **_summary(oracle, sorted(self._labelled)),
+            "treatments": _treatment_summary(oracle, self.unmatched_treatments),
+        }
+
+
 def generate_world(out_dir: str | Path, members: int = 20_000, start: str = "2016-07", months: int = 10,
                    seed: int = 7, scenarios: Sequence[tuple[str, str]] | None = (("channel_shift", "2017-02"),),
                    progress: bool = True) -> dict:
     """Simulate `members` initial subscribers (plus monthly sign-ups) over `months` months from
-    `start` and write the landing drops and the oracle. Same seed => byte-identical files.
+    `start` and write the landing drops and the oracle, with no treatments. Same seed =>
+    byte-identical files.
 
     Returns a summary: rows per file and month, churn rate and oracle AUC per labelled month,
     and how often the simulator's decision disagrees with the official rule (should be 0).
@@ -212,80 +419,9 @@ def generate_world(out_dir: str | Path, members: int = 20_000, start: str = "201
     writes the other files and labels.
     """
     t_begin = time.perf_counter()
-    out = Path(out_dir)
-    scen = parse_scenarios(list(scenarios or []))
-    month_keys = np.datetime64(start, "M") + np.arange(months + 1)
-    month_days = month_keys.astype("datetime64[D]").astype(np.int64)
-    names = [str(k) for k in month_keys[:-1]]
-    first_day, last_day = int(month_days[0]), int(month_days[-1]) - 1
-    targets = label_targets(month_keys)
-    streams = np.random.SeedSequence(seed).spawn(4 + months)
-    bar = tqdm(total=3 + months, desc="generate world", unit="step", disable=not progress)
-
-    hist = simulate(np.random.default_rng(streams[0]), np.random.default_rng(streams[1]), members, month_days, scen)
-    n_wave = int(hist.members.wave.sum())
-    msno = pa.concat_arrays([msno_array(np.random.default_rng(streams[2]), len(hist.members) - n_wave),
-                             msno_array(np.random.default_rng(streams[3]), n_wave)])
-    ymd = _Calendar(int(min(hist.members.reg_day.min(), hist.tx["transaction_date"].min(), first_day)) - 1,
-                    int(max(hist.members.reg_day.max(), hist.tx["membership_expire_date"].max())) + 1)
-    tx = hist.tx
-    inside = (tx["transaction_date"] >= first_day) & (tx["transaction_date"] <= last_day)
-    order = np.nonzero(inside)[0][np.lexsort((tx["mem"][inside], tx["transaction_date"][inside]))]
-    tx = {k: v[order] for k, v in tx.items()}
-    for name in names:
-        (out / "landing" / name).mkdir(parents=True, exist_ok=True)
-    (out / "oracle").mkdir(parents=True, exist_ok=True)
+    bar = tqdm(total=1, desc="generate world", unit="world", disable=not progress)
+    world = SyntheticWorld(out_dir, members, start, months, seed, scenarios)
+    world.advance()
     bar.update(1)
-
-    rows: dict[str, dict[str, int]] = {name: {} for name in names}
-    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
-        # listening logs first (the bulk): one job per month draws from the month's own stream
-        # and writes its file, so the output does not depend on thread scheduling
-        drop = scen.get("engagement_drop")
-        log_jobs = [pool.submit(_month_logs_file, np.random.default_rng(streams[4 + k]), hist, msno, ymd,
-                                int(month_days[k]), int(month_days[k + 1]), drop,
-                                out / "landing" / name / "userlogs.csv")
-                    for k, name in enumerate(names)]
-        jobs = []
-
-        def write(table: pa.Table, name: str, file: str) -> None:
-            rows[name][file.removesuffix(".csv")] = table.num_rows
-            jobs.append(pool.submit(_write_csv, table, out / "landing" / name / file))
-
-        members_all = _members_table(hist, msno, ymd)
-        for k, name in enumerate(names):
-            snap = np.nonzero(hist.members.has_row & (hist.members.join_day < month_days[k + 1]))[0]
-            write(members_all.take(pa.array(snap)), name, "members_profile.csv")
-            a, b = np.searchsorted(tx["transaction_date"], month_days[k:k + 2])
-            write(pa.table({"msno": _ids(msno, tx["mem"][a:b]),
-                            **{c: ymd(tx[c][a:b]) if c.endswith("date") else tx[c][a:b] for c in TX_COLUMNS}}),
-                  name, "transactions_logs.csv")
-        bar.update(1)
-
-        # labels by the official rule on exactly the transactions written above
-        with duckdb.connect() as con:
-            typed = pa.table({"msno": msno.take(pa.array(tx["mem"])),
-                              **{c: _date32(tx[c]) if c.endswith("date") else tx[c] for c in TX_COLUMNS}})
-            parts, oracle = _label(con, typed, hist, msno, targets)
-        for target, lab in zip(targets, parts):
-            churn = pa.table({"msno": pa.array(lab["msno"], pa.string()), "is_churn": lab["is_churn"].to_numpy(np.int64)})
-            write(churn, target.isoformat()[:7], "churn_logs.csv")
-        jobs.append(pool.submit(pq.write_table, oracle.select(list(ORACLE_COLUMNS)),
-                                out / "oracle" / "renewals.parquet"))
-        bar.update(1)
-
-        for name, job in zip(names, log_jobs):
-            rows[name]["userlogs"] = job.result()
-            bar.update(1)
-        for job in jobs:
-            job.result()                                  # re-raise any write error
     bar.close()
-
-    totals = {f: sum(r.get(f, 0) for r in rows.values())
-              for f in ("members_profile", "transactions_logs", "userlogs", "churn_logs")}
-    return {
-        "out_dir": str(out), "seed": seed, "members": len(hist.members), "months": names,
-        "scenarios": {n: str(np.datetime64(d, "D").astype("datetime64[M]")) for n, d in scen.items()},
-        "rows": totals, "rows_per_month": rows, **_summary(oracle, targets),
-        "seconds": round(time.perf_counter() - t_begin, 3),
-    }
+    return {**world.summary(), "seconds": round(time.perf_counter() - t_begin, 3)}

@@ -22,6 +22,7 @@ from typing import NamedTuple, TypeVar
 import numpy as np
 
 from churn_assets.synthetic import catalog as cat
+from churn_assets.synthetic.effects import DEFAULT_EFFECTS, NONE, Effects, TreatmentBook, effect_logit
 
 NEW_MEMBER_RATE = 0.04          # new sign-ups per month, share of the initial subscribers
 DORMANT_SHARE = 0.5             # lapsed members in the members file without transactions (same unit)
@@ -103,7 +104,8 @@ class History:
     members: Members
     tx: dict[str, np.ndarray]         # transaction rows (all dates)
     # one row per period: mem, txn_day (its opening transaction), cancel_day (-1: none), expire,
-    # expire_eff (after a cancellation), p (true churn probability), churn (the decision)
+    # expire_eff (after a cancellation), p (true churn probability), churn (the decision), and the
+    # treatment: action kind, discount_pct, p_untreated (p without it; equal to p when untreated)
     decisions: dict[str, np.ndarray]
     # listening coverage: mem, start, end (exclusive, after cancellations), planned_end, and the
     # engagement at the start and the planned end of the period
@@ -420,7 +422,8 @@ class _Record:
 
     TX = ("mem", "payment_method_id", "payment_plan_days", "plan_list_price", "actual_amount_paid",
           "is_auto_renew", "transaction_date", "membership_expire_date", "is_cancel")
-    DECISIONS = ("mem", "txn_day", "cancel_day", "expire", "expire_eff", "p", "churn")
+    DECISIONS = ("mem", "txn_day", "cancel_day", "expire", "expire_eff", "p", "churn", "action", "discount_pct",
+                 "p_untreated")
     PERIODS = ("mem", "start", "end", "planned_end", "sat0", "sat1")
 
     def __init__(self):
@@ -553,9 +556,32 @@ def next_plan(plans: _Plans, period: _Periods, members: Members, active: np.ndar
     return _Plan(method, auto, days, price, paid)
 
 
+def decision_day(period: _Periods, expire_eff: np.ndarray) -> np.ndarray:
+    """The earliest day a decision can show: a late cancellation in the expiry month, or a
+    renewal up to EARLIEST_RENEWAL days before the (possibly pulled) expiry."""
+    return np.minimum(_month_start(period.expire), expire_eff - EARLIEST_RENEWAL)
+
+
+def treatment_shift(book: TreatmentBook, effects: Effects, period: _Periods, members: Members, active: np.ndarray,
+                    sat_now: np.ndarray, outcome: _Outcome) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(action kind, discount_pct, logit shift) of each decision: the treatment booked for the
+    member's expiry as the system saw it, acting only when it came before the decision showed."""
+    kind, discount, shift = np.full(len(active), NONE), np.zeros(len(active), dtype=np.int64), np.zeros(len(active))
+    at = book.lookup(active, outcome.expire_eff)
+    hit = at >= 0
+    if hit.any():
+        kind[hit], discount[hit] = book.kind[at[hit]], book.discount_pct[at[hit]]
+        rows = hit.nonzero()[0]
+        rows = rows[book.week_day[at[rows]] <= decision_day(period, outcome.expire_eff)[rows]]   # in time
+        engagement = members.act[active[rows]] - ACT_MEAN + sat_now[rows]
+        shift[rows] = effect_logit(effects, kind[rows], discount[rows], ~period.auto[rows], outcome.cancel[rows],
+                                   engagement, members.price_sens[active[rows]])
+    return kind, discount, shift
+
+
 def run_round(streams: _Streams, members: Members, plans: _Plans, current: _Periods, active: np.ndarray,
-              scenarios: dict[str, int], decisions_from: dict[str, int],
-              record: _Record) -> tuple[np.ndarray, np.ndarray]:
+              scenarios: dict[str, int], decisions_from: dict[str, int], record: _Record,
+              book: TreatmentBook, effects: Effects) -> tuple[np.ndarray, np.ndarray]:
     """Close the current period of the `active` members and open the next one of those who renew
     or return; returns who opened one and the day it opened."""
     u, z = streams.uniforms(_RoundUniforms, active), streams.normals(_RoundNormals, active)
@@ -566,11 +592,15 @@ def run_round(streams: _Streams, members: Members, plans: _Plans, current: _Peri
 
     outcome = early_cancellations(period, members, active, sat_now, u, scenarios)
     logit = churn_logit(period, members, active, sat_before, sat_now, outcome.cancel, is_trial, z.churn_noise)
-    outcome.p = _sigmoid(scenario_churn_shift(logit, period, members, active, outcome.expire_eff, decisions_from))
+    logit = scenario_churn_shift(logit, period, members, active, outcome.expire_eff, decisions_from)
+    kind, discount, shift = treatment_shift(book, effects, period, members, active, sat_now, outcome)
+    p_untreated = _sigmoid(logit)
+    outcome.p = _sigmoid(logit + shift)      # + 0.0 where untreated: the same bits as p_untreated
     outcome.churn = u.churn < outcome.p
     late_cancellations(period, outcome, u)
     record.decisions.append((active, period.txn_day, np.where(outcome.cancel, outcome.cancel_day, -1),
-                             period.expire, outcome.expire_eff, outcome.p, outcome.churn))
+                             period.expire, outcome.expire_eff, outcome.p, outcome.churn, kind, discount,
+                             p_untreated))
     record.periods.append((active, period.cover_start, outcome.expire_eff, period.expire, sat_before, sat_now))
     cancelled = outcome.cancel.nonzero()[0]     # only auto-renew members cancel: rows keep is_auto_renew 1
     record.transactions(active[cancelled], period.plan.take(cancelled), outcome.cancel_day[cancelled],
@@ -590,13 +620,22 @@ def run_round(streams: _Streams, members: Members, plans: _Plans, current: _Peri
     return opens, next_day
 
 
+def member_blocks(n_initial: int, month_days: np.ndarray, scenarios: dict[str, int]) -> tuple[int, int]:
+    """(regular, campaign-wave) member counts: fixed by the parameters, whatever happens."""
+    regular, wave_counts = sign_ups(n_initial, month_days, scenarios)
+    return n_initial + round(n_initial * DORMANT_SHARE) + int(regular.sum()), int(wave_counts.sum())
+
+
 def simulate(rng_regular: np.random.Generator, rng_wave: np.random.Generator, n_initial: int,
-             month_days: np.ndarray, scenarios: dict[str, int]) -> History:
-    """Run the world from the first to the last day of the horizon."""
+             month_days: np.ndarray, scenarios: dict[str, int], book: TreatmentBook | None = None,
+             effects: Effects = DEFAULT_EFFECTS) -> History:
+    """Run the world from the first to the last day of the horizon; `book` holds the treatments
+    the members received (each acts on the decision of the expiry it was booked for)."""
     first_day, last_day = int(month_days[0]), int(month_days[-1]) - 1
     regular, wave_counts = sign_ups(n_initial, month_days, scenarios)
     n_dormant = round(n_initial * DORMANT_SHARE)
-    streams = _Streams(rng_regular, rng_wave, n_initial + n_dormant + int(regular.sum()), int(wave_counts.sum()))
+    streams = _Streams(rng_regular, rng_wave, *member_blocks(n_initial, month_days, scenarios))
+    book = TreatmentBook.empty() if book is None else book
     members = make_members(streams, n_initial, n_dormant, month_days, regular, wave_counts, last_day)
     plans = _Plans(scenarios.get("price_rise"))
     # a scenario acts on decisions whose consequences (renewals) are all dated on or after its start
@@ -610,7 +649,8 @@ def simulate(rng_regular: np.random.Generator, rng_wave: np.random.Generator, n_
     pending = (current.txn_day <= last_day) & ~members.dormant
     while pending.any():
         active = np.nonzero(pending)[0]
-        opens, next_day = run_round(streams, members, plans, current, active, scenarios, decisions_from, record)
+        opens, next_day = run_round(streams, members, plans, current, active, scenarios, decisions_from, record,
+                                    book, effects)
         pending[active] = opens & (next_day <= last_day)
     return record.history(members)
 
