@@ -41,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--scenario", type=_scenario, action="append",
                       help="NAME@YYYY-MM, repeatable; 'none@2016-05' for a stationary world "
                            "(default channel_shift@2017-02)")
+    demo.add_argument("--treatment-effect", type=float, default=None,
+                      help="scale of the actions' true effects in the world (default 1; 0: nothing works)")
     demo.add_argument("--keep", action="store_true", help="do not reset the warehouse, MLflow and instance first")
 
     args = parser.parse_args(argv)
@@ -59,7 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         from churn_assets.demo import DEFAULT_WORLD, run_demo
 
         world = {"start": args.start or DEFAULT_WORLD["start"], "months": args.months or DEFAULT_WORLD["months"],
-                 "scenarios": args.scenario or DEFAULT_WORLD["scenarios"]}
+                 "scenarios": args.scenario or DEFAULT_WORLD["scenarios"],
+                 "treatment_effect": DEFAULT_WORLD["treatment_effect"] if args.treatment_effect is None
+                 else args.treatment_effect}
         print(run_demo(members=args.members, seed=args.seed, reset=not args.keep, world=world).render())
     return 0
 

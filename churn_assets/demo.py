@@ -11,7 +11,6 @@ started later by `make ui` sees them as already requested and never repeats them
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -34,7 +33,7 @@ from churn_assets.settings import Paths, paths_from_env
 # (30 Dec), scoring from 2 Jan. The shift of Feb 2017 first reaches labels in March's
 # candidates (Feb sign-ups expiring in March), final on 30 April: the world runs to June so
 # the replay shows the model learning it and the drift settling afterwards.
-DEFAULT_WORLD = {"start": "2016-05", "months": 14, "scenarios": [("channel_shift", "2017-02")]}
+DEFAULT_WORLD = {"start": "2016-05", "months": 14, "scenarios": [("channel_shift", "2017-02")], "treatment_effect": 1.0}
 TRAIN_MONTHS, MIN_HISTORY_MONTHS = 3, 3  # the model asset's TrainConfig defaults
 # The demo's one departure from production config: Optuna gets 5 trials, not 20,
 # so a sensor-requested retune fits the demo's time budget.
@@ -135,19 +134,27 @@ def reset_state(paths: Paths) -> None:
     (paths.data_dir / "analytics.duckdb").unlink(missing_ok=True)
 
 
-def ensure_world(paths: Paths, members: int, seed: int, world: dict) -> Path:
-    """Generate the synthetic world under data/synthetic once per parameter set."""
-    from churn_assets.synthetic.simulator import generate_world
+def new_world(paths: Paths, members: int, seed: int, world: dict):
+    """A fresh stepped world under data/synthetic: it answers the replay's treatments, so it is
+    written as the replay goes and never reused from an earlier replay."""
+    from churn_assets.synthetic.effects import Effects
+    from churn_assets.synthetic.simulator import SyntheticWorld
 
     source = paths.data_dir / "synthetic"
-    params = {"members": members, "seed": seed, **world}
-    stamp = source / "world.json"
-    if not (stamp.exists() and json.loads(stamp.read_text()) == json.loads(json.dumps(params))):
-        shutil.rmtree(source, ignore_errors=True)
-        generate_world(source, members=members, start=world["start"], months=world["months"], seed=seed,
-                       scenarios=world["scenarios"], progress=True)
-        stamp.write_text(json.dumps(params))
-    return source
+    shutil.rmtree(source, ignore_errors=True)
+    return SyntheticWorld(source, members=members, start=world["start"], months=world["months"], seed=seed,
+                          scenarios=world["scenarios"], effects=Effects(scale=world.get("treatment_effect", 1.0)))
+
+
+def _treatments_before(paths: Paths, day: date) -> pd.DataFrame | None:
+    """What marketing has done before `day`: the world's input (None before any treatment)."""
+    from churn_assets.marketing.queries import read_earlier_treatments
+    from churn_assets.synthetic.simulator import TREATMENT_KEYS
+
+    if not paths.duckdb_path.exists():
+        return None
+    with duckdb.connect(str(paths.duckdb_path), read_only=True) as con:
+        return read_earlier_treatments(con, day, list(TREATMENT_KEYS))
 
 
 def _final_months(paths: Paths) -> set[date]:
@@ -201,8 +208,8 @@ def run_demo(members: int = 20_000, seed: int = 7, reset: bool = True, world: di
     started = time.perf_counter()
     if reset:
         reset_state(paths)
-    source = ensure_world(paths, members, seed, world)
-    summary.phases["generate world"] += time.perf_counter() - started
+    synthetic = new_world(paths, members, seed, world)
+    source = synthetic.out
 
     if instance is None:
         if not os.environ.get("DAGSTER_HOME"):
@@ -217,7 +224,7 @@ def run_demo(members: int = 20_000, seed: int = 7, reset: bool = True, world: di
     has_model = replay.has_job("train_job")
     has_scoring = replay.has_job("weekly_scoring_job")
     drops = DropCutter(source / "landing")
-    months = drops.months()
+    months = [date.fromisoformat(name + "-01") for name in synthetic.names]
     built: set[date] = set()  # target months whose labels/features/KPI are built (final)
     production = False
 
@@ -231,6 +238,9 @@ def run_demo(members: int = 20_000, seed: int = 7, reset: bool = True, world: di
             continue  # before the first model only the Mondays that make a month final can change anything
         if monday.day <= 7:
             print(f"{monday:%Y-%m}: {len(summary.runs)} runs so far, {time.perf_counter() - started:.0f} s", flush=True)
+        t = time.perf_counter()
+        synthetic.advance(monday, _treatments_before(paths, monday))  # the world answers last week's actions
+        summary.phases["generate world"] += time.perf_counter() - t
         t = time.perf_counter()
         if drops.deliver(monday, paths.landing):
             replay.tick("landing_sensor")
@@ -260,6 +270,8 @@ def run_demo(members: int = 20_000, seed: int = 7, reset: bool = True, world: di
                 replay.tick("drift_retrain_sensor")
                 summary.phases["sensor-driven retraining"] += time.perf_counter() - t
 
+    synthetic.advance(None, _treatments_before(paths, world_end))   # the oracle of every final month
+    summary.world["treatments_unmatched"] = synthetic.unmatched_treatments
     summary.phases["total"] = time.perf_counter() - started
     _fill_tables(paths, summary, source)
     return summary

@@ -96,7 +96,7 @@ def story_lines(
     return lines
 
 
-RETENTION_TITLE = ("retention experiment: treated vs control churn per final month (the synthetic world does not "
-                   "respond to treatments yet: expect effects near zero and the criterion not held)")
+RETENTION_TITLE = ("retention experiment: treated vs control churn per final month (the synthetic world answers "
+                   "each week's treatments; `--treatment-effect 0` replays a world where nothing works)")
 
 

@@ -32,15 +32,16 @@ def read_scored_week(con: duckdb.DuckDBPyConnection, week: dt.date) -> pd.DataFr
     ).df()
 
 
-def read_earlier_treatments(con: duckdb.DuckDBPyConnection, week: dt.date) -> pd.DataFrame:
-    """The treatments of the weeks before `week` (cycle, arm, bucket, score): what suppression
-    and the experiment-to-date balance look at. Later weeks never count, so re-materialising a
-    week gives the same rows. Empty when the table does not exist yet."""
+def read_earlier_treatments(con: duckdb.DuckDBPyConnection, week: dt.date,
+                            columns: list[str] = _EARLIER_COLUMNS) -> pd.DataFrame:
+    """The treatments of the weeks before `week` (by default cycle, arm, bucket, score: what
+    suppression and the experiment-to-date balance look at). Later weeks never count, so
+    re-materialising a week gives the same rows. Empty when the table does not exist yet."""
     if not table_exists(con, TREATMENTS_TABLE):
-        return pd.DataFrame(columns=_EARLIER_COLUMNS)
-    columns = ", ".join(ident(c) for c in _EARLIER_COLUMNS)
+        return pd.DataFrame(columns=columns)
+    names = ", ".join(ident(c) for c in columns)
     return con.execute(
-        f"SELECT {columns} FROM {ident(TREATMENTS_TABLE)} WHERE week_start < ? ORDER BY week_start, msno", [week]
+        f"SELECT {names} FROM {ident(TREATMENTS_TABLE)} WHERE week_start < ? ORDER BY week_start, msno", [week]
     ).df()
 
 

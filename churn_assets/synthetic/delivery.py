@@ -70,17 +70,19 @@ class DropCutter:
     """Cuts the full drops under `source` (landing/YYYY-MM/*.csv) at a replay day."""
 
     source: Path
-    _cache: dict[tuple[str, str], _DatedLines] = field(default_factory=dict)
+    # (folder, file) -> (mtime_ns, lines): a stepped world rewrites the months still open
+    _cache: dict[tuple[str, str], tuple[int, _DatedLines]] = field(default_factory=dict)
     _delivered: dict[str, tuple] = field(default_factory=dict)  # folder -> state last written
 
     def months(self) -> list[dt.date]:
         return sorted(dt.date.fromisoformat(p.name + "-01") for p in self.source.iterdir() if p.is_dir())
 
     def _dated(self, folder: str, name: str) -> _DatedLines:
-        key = (folder, name)
-        if key not in self._cache:
-            self._cache[key] = _read_dated(self.source / folder / name, DATED_COLUMN[name])
-        return self._cache[key]
+        key, path = (folder, name), self.source / folder / name
+        stamp = path.stat().st_mtime_ns
+        if key not in self._cache or self._cache[key][0] != stamp:
+            self._cache[key] = stamp, _read_dated(path, DATED_COLUMN[name])
+        return self._cache[key][1]
 
     def state(self, month: dt.date, day: dt.date) -> tuple | None:
         """What of month's drop is known on `day`: (cut day, labels published) or None."""
