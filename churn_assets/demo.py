@@ -315,6 +315,7 @@ def _fill_tables(paths: Paths, summary: DemoSummary, source: Path) -> None:
           "success": r["success"]} for r in triggered],
         columns=["job", "week", "event", "decision", "data_window", "success"])
     summary.tables["runs requested by drift_retrain_sensor"] = sensor_runs
+    summary.tables[EFFECT_TRUTH_TITLE] = _effects_against_truth(paths, source)
     oracle = _oracle_comparison(paths, source)
     summary.tables["one-month-ahead quality against the oracle (first score of each expiry cycle)"] = oracle
 
@@ -367,6 +368,24 @@ def _promotions(paths: Paths, summary: DemoSummary) -> pd.DataFrame | None:
     frame["trained_through"] = [trained_through(tags.get(v, {})) for v in frame["model_version"]]
     frame["decided_week"] = [week_of_run.get(tags.get(v, {}).get("dagster_run_id")) for v in frame["model_version"]]
     return frame
+
+
+EFFECT_TRUTH_TITLE = ("retention effect per bucket (control minus treated churn, 95 % interval) against the "
+                      "world's true effect on the treated members")
+
+
+def _effects_against_truth(paths: Paths, source: Path) -> pd.DataFrame | None:
+    """Measured bucket effects beside the oracle's (evaluation code, like _oracle_comparison)."""
+    from churn_assets.monitoring.oracle_evaluation import compare_effects_with_oracle
+
+    oracle = source / "oracle" / "renewals.parquet"
+    if not (oracle.exists() and paths.duckdb_path.exists()):
+        return None
+    try:
+        with duckdb.connect(str(paths.duckdb_path), read_only=True) as con:
+            return compare_effects_with_oracle(con, oracle).round(4)
+    except duckdb.Error:
+        return None  # no treatments or effects yet
 
 
 def _oracle_comparison(paths: Paths, source: Path) -> pd.DataFrame | None:

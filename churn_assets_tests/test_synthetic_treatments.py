@@ -20,6 +20,7 @@ import pytest
 from churn_assets.core.buckets import ACTIONS
 from churn_assets.marketing.treatments import CONTROL_ACTION
 from churn_assets.synthetic.delivery import DATED_COLUMN, _read_dated
+from churn_assets_tests.treated_world import run_treated_world
 from churn_assets.synthetic.effects import NO_EFFECTS, Effects, action_kinds, effect_logit
 from churn_assets.synthetic.simulator import SyntheticWorld, generate_world
 
@@ -28,18 +29,8 @@ FIRST_MONDAY = dt.date(2016, 9, 5)
 POLICY = [(ACTIONS["A"], 0), (ACTIONS["B"], 20), (ACTIONS["B"], 10), (ACTIONS["C"], 0), (CONTROL_ACTION, 0)]
 
 
-def _contacts(landing: Path, monday: dt.date, earlier: pd.DataFrame) -> pd.DataFrame:
-    """New contacts of `monday`: latest delivered expiry in [monday, monday + 30), not yet contacted."""
-    files = sorted(landing.glob("*/transactions_logs.csv"))
-    tx = pd.concat([pd.read_csv(f, usecols=["msno", "transaction_date", "membership_expire_date"]) for f in files],
-                   ignore_index=True)
-    tx = tx[tx["transaction_date"] < int(monday.strftime("%Y%m%d"))]
-    last = tx.sort_values(["transaction_date"]).groupby("msno").tail(1)
-    expire = pd.to_datetime(last["membership_expire_date"].astype(str), format="%Y%m%d")
-    due = last[(expire >= pd.Timestamp(monday)) & (expire < pd.Timestamp(monday + dt.timedelta(days=30)))]
-    due = due.assign(membership_expire_date=expire[due.index].dt.date)
-    seen = set(zip(earlier["msno"], earlier["membership_expire_date"]))
-    due = due[[(m, e) not in seen for m, e in zip(due["msno"], due["membership_expire_date"])]]
+def _hash_policy(due: pd.DataFrame, monday: dt.date) -> pd.DataFrame:
+    """An action per due member from a fixed hash of its id."""
     pick = [int(hashlib.blake2b(m.encode(), digest_size=2).hexdigest(), 16) % len(POLICY) for m in due["msno"]]
     return pd.DataFrame({"msno": due["msno"].to_numpy(), "membership_expire_date": due["membership_expire_date"].to_numpy(),
                          "week_start": monday, "action": [POLICY[i][0] for i in pick],
@@ -47,22 +38,7 @@ def _contacts(landing: Path, monday: dt.date, earlier: pd.DataFrame) -> pd.DataF
 
 
 def _run(out: Path, effects: Effects, snapshots: dict | None = None) -> tuple[SyntheticWorld, pd.DataFrame]:
-    """Advance a world week by week, treating each Monday; `snapshots` collects what was
-    deliverable (rows dated before the Monday) of every file at every Monday."""
-    world = SyntheticWorld(out, effects=effects, **WORLD)
-    treatments = pd.DataFrame(columns=["msno", "membership_expire_date", "week_start", "action", "discount_pct"])
-    monday = FIRST_MONDAY
-    while monday < world.end:
-        world.advance(monday, treatments)
-        if snapshots is not None:
-            for path in (out / "landing").glob("*/*.csv"):
-                column = DATED_COLUMN[path.name]
-                if column is not None:
-                    snapshots[(path.relative_to(out).as_posix(), monday)] = _read_dated(path, column).before(monday)
-        treatments = pd.concat([treatments, _contacts(out / "landing", monday, treatments)], ignore_index=True)
-        monday += dt.timedelta(days=7)
-    world.advance(None, treatments)
-    return world, treatments
+    return run_treated_world(out, WORLD, effects, _hash_policy, FIRST_MONDAY, snapshots)
 
 
 @pytest.fixture(scope="module")

@@ -95,3 +95,41 @@ def compare_with_oracle(
     oracle = read_oracle(oracle_path)
     pairs = lead_pairs(con, target_month, labels, scores, min_lead_days)
     return compare_pairs_with_oracle(pairs, oracle)
+
+
+# ---------------------------------------------------------------- the retention effect's truth
+
+EFFECT_TRUTH_COLUMNS = ["target_month", "bucket", "n_treated", "true_effect", "effect", "ci_low", "ci_high", "covered"]
+
+
+def true_effects(treatments: pd.DataFrame, oracle: pd.DataFrame) -> pd.DataFrame:
+    """target_month, bucket, n_treated, true_effect: per month and bucket, the treated members'
+    average of p_untreated - p_treated (what the action truly removed from their churn
+    probability, 0 for a contact that came too late). Treatments join the oracle on msno and
+    expiry (oracle last_expire = membership_expire_date), as the effect asset joins labels."""
+    truth = oracle[["msno", "target_month", "last_expire", "p_untreated", "p_treated"]]
+    treated = treatments[treatments["arm"] == "treated"]
+    joined = treated.assign(last_expire=pd.to_datetime(treated["membership_expire_date"])).merge(
+        truth.assign(last_expire=pd.to_datetime(truth["last_expire"])), on=["msno", "last_expire"], how="inner")
+    joined = joined.assign(target_month=pd.to_datetime(joined["target_month"]),
+                           removed=joined["p_untreated"] - joined["p_treated"])
+    return (joined.groupby(["target_month", "bucket"], as_index=False)
+            .agg(n_treated=("removed", "size"), true_effect=("removed", "mean")))
+
+
+def effects_against_truth(measured: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
+    """EFFECT_TRUTH_COLUMNS: the bucket rows of marketing.retention_effect beside the truth;
+    covered is whether the measured interval holds the true average effect."""
+    rows = measured[measured["level"] == "bucket"][["target_month", "bucket", "effect", "ci_low", "ci_high"]]
+    out = rows.assign(target_month=pd.to_datetime(rows["target_month"])).merge(
+        truth, on=["target_month", "bucket"], how="left")
+    out["covered"] = (out["ci_low"] <= out["true_effect"]) & (out["true_effect"] <= out["ci_high"])
+    return out[EFFECT_TRUTH_COLUMNS].sort_values(["target_month", "bucket"]).reset_index(drop=True)
+
+
+def compare_effects_with_oracle(con: duckdb.DuckDBPyConnection, oracle_path: Path | str) -> pd.DataFrame:
+    """effects_against_truth of the warehouse's marketing tables and the oracle parquet."""
+    oracle = pd.read_parquet(oracle_path, columns=["msno", "target_month", "last_expire", "p_untreated", "p_treated"])
+    treatments = con.execute("SELECT msno, membership_expire_date, bucket, arm FROM marketing.treatments").df()
+    measured = con.execute("SELECT * FROM marketing.retention_effect").df()
+    return effects_against_truth(measured, true_effects(treatments, oracle))
