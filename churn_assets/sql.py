@@ -85,6 +85,11 @@ def replace_partition(
             casts = ", ".join(f"CAST({ident(c)} AS DATE) AS {ident(c)}" for c in dates)
             select = f"SELECT * REPLACE ({casts})" if casts else "SELECT *"
             con.execute(f"CREATE TABLE IF NOT EXISTS {table} AS {select} FROM _incoming LIMIT 0")
+            # additive evolution: a column new in this version is added (NULL in earlier rows)
+            existing = {r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()}
+            for name, kind, *_ in con.execute(f"DESCRIBE {select} FROM _incoming").fetchall():
+                if name not in existing:
+                    con.execute(f"ALTER TABLE {table} ADD COLUMN {ident(name)} {kind}")
             if partition_column is None:
                 con.execute(f"DELETE FROM {table}")
             else:

@@ -17,7 +17,7 @@ from churn_assets.core.buckets import ACTIONS
 from churn_assets.defs.marketing.assets import retention_effect
 from churn_assets.defs.resources import Storage, Warehouse
 from churn_assets.demo_story import RETENTION_TITLE
-from churn_assets.marketing.effect import retention_table
+from churn_assets.marketing.effect import SUMMARY_COLUMNS, retention_table
 from churn_assets.marketing.effect import (
     ALL, BUCKET, EFFECT_COLUMNS, INPUT_COLUMNS, MONTH, NEWCOMBE, RUNG, WALD, criterion_held, criterion_history,
     criterion_streak, fieller_relative_reduction, measure_effect, newcombe_interval, wilson_interval,
@@ -346,7 +346,8 @@ def test_asset_writes_a_final_month_and_nothing_for_one_not_final(tmp_path, inst
     with duckdb.connect(str(db), read_only=True) as con:
         assert con.execute(f"SELECT count(*) FROM {EFFECT_TABLE} WHERE target_month = '2017-04-01'").fetchone()[0] == 0
     table = retention_table(summaries)
-    assert list(table["held 3 months"]) == ["no", "no", "yes"] and "does not respond" in RETENTION_TITLE
+    assert list(table["held 3 months"]) == ["no", "no", "yes"] and "answers each week" in RETENTION_TITLE
+    assert table["detectable (80 % power)"].str.endswith("%").all()
     print(f"asset, March: rows in {meta['rows_in']} (unmatched {meta['unmatched']}), treated {meta['churn_rate_treated']:.3f} "
           f"vs control {meta['churn_rate_control']:.3f}, relative reduction {meta['relative_reduction']:.3f} "
           f"[{meta['rr_ci_low']:.3f}, {meta['rr_ci_high']:.3f}], net revenue {meta['net_revenue']:.0f}\n{table.to_string(index=False)}")
@@ -376,3 +377,42 @@ def test_weekly_report_shows_the_reduction_of_the_months_final_by_its_week(tmp_p
     assert "Churn-rate reduction against the control group" in page and "2017-02" in page and "+25.0 %" in page
     empty = build_report(scores, None, dt.date(2017, 4, 3), tmp_path / "e", treatments=treatments, effects=None)
     assert "No month is final and measured yet" in empty.html_path.read_text()
+
+
+def test_detectable_reduction_is_what_the_arms_detect_with_80_percent_power():
+    """Arms of 9,000 treated and 1,000 control at a 6 % control churn: a true reduction equal to
+    the detectable one is found (95 % Wald interval above zero, the formula's) in ~80 % of draws;
+    Newcombe's interval, which the bucket rows use, finds it at least as often."""
+    from churn_assets.marketing.effect import detectable_reduction, newcombe_interval
+
+    n_t, n_c, c = 9_000, 1_000, 0.06
+    var = c * (1 - c)
+    mde = float(detectable_reduction(c, var / n_t, var / n_c))
+    assert 0.35 < mde < 0.5                              # a 10 % hold-out this size cannot see 2 %
+    rng = np.random.default_rng(0)
+    k_t = rng.binomial(n_t, c * (1 - mde), 4000)
+    k_c = rng.binomial(n_c, c, 4000)
+    rt, rc = k_t / n_t, k_c / n_c
+    wald_low = rc - rt - 1.959964 * np.sqrt(rt * (1 - rt) / n_t + rc * (1 - rc) / n_c)
+    assert 0.75 < np.mean(wald_low > 0) < 0.85
+    low, _ = newcombe_interval(k_c, n_c, k_t, n_t)
+    assert np.mean(low > 0) >= np.mean(wald_low > 0) - 0.02
+    assert np.isnan(detectable_reduction(0.0, 0.0, 0.0))
+
+
+def test_a_table_of_an_earlier_shape_gains_the_new_column_and_keeps_its_months():
+    """marketing.retention_effect written before detectable_reduction existed: the next month's
+    write adds the column (NULL for the old month) and the summaries read both months."""
+    from churn_assets.marketing.queries import EFFECT_TABLE, read_month_summaries
+    from churn_assets.sql import replace_partition
+
+    con = duckdb.connect()
+    old = pd.DataFrame({c: [1.0] for c in SUMMARY_COLUMNS if c not in ("target_month", "detectable_reduction")})
+    old = old.assign(target_month=dt.date(2017, 1, 1), level=MONTH)
+    replace_partition(con, EFFECT_TABLE, old, "target_month", dt.date(2017, 1, 1), dates=["target_month"])
+    assert read_month_summaries(con)["detectable_reduction"].isna().all()
+    new = old.assign(target_month=dt.date(2017, 2, 1), detectable_reduction=0.3)
+    replace_partition(con, EFFECT_TABLE, new, "target_month", dt.date(2017, 2, 1), dates=["target_month"])
+    got = read_month_summaries(con)
+    assert len(got) == 2 and got["detectable_reduction"].isna().tolist() == [True, False]
+    assert retention_table(got)["detectable (80 % power)"].tolist() == ["", "30.0 %"]

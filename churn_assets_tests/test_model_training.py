@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from churn_assets.core.feature_spec import FEATURE_COLUMNS, KEY_COLUMNS
-from churn_assets.model.data import labelled_months, load_training_frame
+from churn_assets.model.data import labelled_months, load_training_frame, treated_candidates
 from churn_assets.model.pyfunc import PREDICT_COLUMNS, ChurnModel
 from churn_assets_tests.toy_world import write_toy_world
 from churn_assets.core.metrics import calibration_table, classification_metrics, expected_calibration_error
@@ -43,6 +43,34 @@ def result(world):
 
 
 # ---------------------------------------------------------------- data
+
+
+def test_training_frame_leaves_out_treated_candidates(world):
+    """Rows in = rows learned + treated left out: treated cycles (by expiry, or an expiry in the
+    month) go, the control arm and the uncontacted stay; no marketing table, nothing goes."""
+    con, frame, _ = world
+    labels = con.execute("SELECT msno, target_month, last_expire FROM features.labels WHERE target_month = ?",
+                         [VALID]).df()
+    month = frame[frame["target_month"] == VALID]
+    assert len(month) > 300 and treated_candidates(con, [VALID]) == 0
+    kept = labels[labels["msno"].isin(month["msno"])].reset_index(drop=True)
+    treated_same, treated_moved, control = kept.iloc[:100], kept.iloc[100:150], kept.iloc[150:250]
+    rows = pd.concat([
+        treated_same.assign(arm="treated", membership_expire_date=treated_same["last_expire"]),
+        treated_moved.assign(arm="treated", membership_expire_date=pd.Timestamp(VALID) + pd.Timedelta(days=27)),
+        control.assign(arm="control", membership_expire_date=control["last_expire"]),
+    ])[["msno", "membership_expire_date", "arm"]]
+    con.execute("CREATE SCHEMA IF NOT EXISTS marketing")
+    con.execute("CREATE TABLE marketing.treatments AS SELECT * FROM rows")
+    try:
+        again = load_training_frame(con, [*TRAIN, VALID])
+        assert treated_candidates(con, [*TRAIN, VALID]) == 150
+        assert len(again) == len(frame) - 150
+        left = set(frame["msno"][frame["target_month"] == VALID]) - set(again["msno"][again["target_month"] == VALID])
+        assert left == set(treated_same["msno"]) | set(treated_moved["msno"])
+        assert set(control["msno"]) <= set(again["msno"])
+    finally:
+        con.execute("DROP TABLE marketing.treatments")
 
 def test_training_frame_has_contract_columns(world):
     _, frame, _ = world

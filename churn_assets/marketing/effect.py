@@ -59,6 +59,7 @@ ALL = "all"
 DEFAULT_CONFIDENCE = 0.95
 DEFAULT_MIN_RELATIVE_REDUCTION = 0.02  # the business criterion: churn 2 % below the control's
 DEFAULT_CRITERION_MONTHS = 3
+DEFAULT_POWER = 0.80
 NEWCOMBE, WALD = "newcombe_hybrid_score", "wald_bucket_weighted"
 
 INPUT_COLUMNS: list[str] = [
@@ -70,11 +71,12 @@ EFFECT_COLUMNS: list[str] = [
     "churn_rate_treated", "churn_rate_control", "effect", "ci_low", "ci_high", "ci_method",
     "relative_reduction", "rr_ci_low", "rr_ci_high",
     "treated_ci_low", "treated_ci_high", "control_ci_low", "control_ci_high",
-    "incremental_retained", "net_revenue", "n_unmatched_treated", "n_unmatched_control",
+    "incremental_retained", "net_revenue", "n_unmatched_treated", "n_unmatched_control", "detectable_reduction",
 ]
 SUMMARY_COLUMNS: list[str] = [
     "target_month", "n_treated", "n_control", "churn_rate_treated", "churn_rate_control", "effect", "ci_low",
     "ci_high", "relative_reduction", "rr_ci_low", "rr_ci_high", "incremental_retained", "net_revenue",
+    "detectable_reduction",
 ]
 _FLOATS = [c for c in EFFECT_COLUMNS[7:] if c not in ("ci_method", "n_unmatched_treated", "n_unmatched_control")]
 
@@ -170,10 +172,24 @@ def _arm_numbers(churned: np.ndarray, confidence: float) -> dict:
             "low": float(low), "high": float(high)}
 
 
+def detectable_reduction(control_rate, var_treated, var_control, confidence: float = DEFAULT_CONFIDENCE,
+                         power: float = DEFAULT_POWER):
+    """The smallest relative reduction (control - treated) / control that an estimate with these
+    arm variances detects with `power` at the two-sided `confidence` level:
+    (z_conf + z_power) * SE / control rate. A month whose detectable reduction is above the 2 %
+    criterion cannot show that the criterion held, whatever the actions did."""
+    c = np.asarray(control_rate, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = (_z(confidence) + NormalDist().inv_cdf(power)) * np.sqrt(np.asarray(var_treated, float)
+                                                                        + np.asarray(var_control, float)) / c
+    return np.where(c > 0, out, np.nan)
+
+
 def _row(level: str, bucket: str, action: str, discount: float | None, t: dict, c: dict,
          effect: float, ci: tuple[float, float], method: str, net_revenue: float,
          unmatched: tuple[int, int], confidence: float) -> dict:
     reduction, rr_low, rr_high = fieller_relative_reduction(t["rate"], t["var"], c["rate"], c["var"], confidence)
+    detectable = detectable_reduction(c["rate"], t["var"], c["var"], confidence)
     return {
         "level": level, "bucket": bucket, "action": action, "discount_pct": discount,
         "n_treated": t["n"], "n_control": c["n"], "churn_rate_treated": t["rate"], "churn_rate_control": c["rate"],
@@ -182,6 +198,7 @@ def _row(level: str, bucket: str, action: str, discount: float | None, t: dict, 
         "treated_ci_low": t["low"], "treated_ci_high": t["high"], "control_ci_low": c["low"], "control_ci_high": c["high"],
         "incremental_retained": effect * t["n"], "net_revenue": net_revenue,
         "n_unmatched_treated": unmatched[0], "n_unmatched_control": unmatched[1],
+        "detectable_reduction": float(detectable),
     }
 
 
@@ -434,6 +451,8 @@ def retention_table(summaries: pd.DataFrame | None, threshold: float = DEFAULT_M
         "churn_control": history["churn_rate_control"].astype(float).round(4),
         "relative_reduction (CI)": [f"{_signed(r)} ({_signed(lo)} .. {_signed(hi)})" for r, lo, hi in zip(
             history["relative_reduction"], history["rr_ci_low"], history["rr_ci_high"])],
+        # months measured before the column existed have none
+        "detectable (80 % power)": [_pct(d) for d in history.get("detectable_reduction", [np.nan] * len(history))],
         f"met (>= {threshold:.0%}, CI > 0)": history["criterion_met"].map({True: "yes", False: "no"}),
         f"held {months} months": history["criterion_held"].map({True: "yes", False: "no"}),
     })

@@ -9,10 +9,10 @@ import pandas as pd
 
 from churn_assets.dates import add_months
 from churn_assets.marketing.effect import MONTH, SUMMARY_COLUMNS
+from churn_assets.marketing.treatments import TREATMENTS_TABLE
 from churn_assets.scoring.queries import FEATURES_TABLE, SCORES_TABLE
 from churn_assets.sql import ident, table_exists
 
-TREATMENTS_TABLE = "marketing.treatments"
 _EARLIER_COLUMNS = ["week_start", "msno", "membership_expire_date", "bucket", "arm", "churn_probability"]
 
 
@@ -99,7 +99,8 @@ def read_month_summaries(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     empty when the table does not exist yet."""
     if not table_exists(con, EFFECT_TABLE):
         return pd.DataFrame(columns=SUMMARY_COLUMNS)
-    columns = ", ".join(ident(c) for c in SUMMARY_COLUMNS)
+    have = {r[0] for r in con.execute(f"DESCRIBE {ident(EFFECT_TABLE)}").fetchall()}
+    columns = ", ".join(ident(c) if c in have else f"NULL AS {ident(c)}" for c in SUMMARY_COLUMNS)
     return con.execute(
         f"SELECT {columns} FROM {ident(EFFECT_TABLE)} WHERE level = ? ORDER BY target_month", [MONTH]
     ).df()

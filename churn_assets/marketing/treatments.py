@@ -31,6 +31,21 @@ TREATMENT_COLUMNS: list[str] = [
     "discount_pct", "churn_probability", "free_or_trial", "model_version", "scored_at",
 ]
 _UNIT = float(2 ** 53)
+TREATMENTS_TABLE = "marketing.treatments"
+# A treatment reaches the candidate `l` (a features.labels row) of month M when its expiry is
+# the label's or falls in M (an expiry pulled by a cancellation after the contact still counts).
+# The churn model learns, and is judged, only where no action reached: the control arm and the
+# members nobody contacted.
+_TREATED_CANDIDATE = """EXISTS (
+    SELECT 1 FROM marketing.treatments t
+    WHERE t.arm = 'treated' AND t.msno = {l}.msno
+      AND (t.membership_expire_date = {l}.last_expire
+           OR date_trunc('month', t.membership_expire_date) = {l}.target_month))"""
+
+
+def treated_candidate_sql(label_alias: str = "l") -> str:
+    """SQL predicate: the label row `label_alias` was reached by a treated-arm action."""
+    return _TREATED_CANDIDATE.format(l=label_alias)
 
 
 def _series(values: object) -> pd.Series:

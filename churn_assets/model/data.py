@@ -1,5 +1,12 @@
 """Training frames from the feature store: features as of month M joined to M's labels.
 
+Only untreated candidates are learned from: a member that marketing treated (the `treated`
+arm of marketing.treatments) for an expiry in M renews partly because of the call or the
+discount, so its label is not the churn the model must predict (the risk with no action).
+The control arm and the members nobody contacted stay. Learning from treated labels would
+teach the model that the actions' targets are safe, and the next month it would stop
+flagging exactly the members the actions kept.
+
 Only final labelled months (churn_assets.features.labels.final_months) are trained or
 validated on, and only months with at least `min_history_months` of data before them, so
 that the 90-day feature windows of training rows are as full as those of scoring rows.
@@ -14,6 +21,7 @@ import pandas as pd
 from churn_assets.core.feature_spec import FEATURE_COLUMNS, KEY_COLUMNS, TARGET
 from churn_assets.features.labels import final_months
 from churn_assets.dates import add_months, as_date
+from churn_assets.marketing.treatments import TREATMENTS_TABLE, treated_candidate_sql
 from churn_assets.sql import ident, table_exists
 
 FRAME_COLUMNS: list[str] = [*KEY_COLUMNS, *FEATURE_COLUMNS, TARGET, "target_month"]
@@ -22,8 +30,12 @@ _FRAME_SQL = """
 SELECT {feature_cols}, l.is_churn, l.target_month
 FROM features.member_features f
 JOIN features.labels l ON l.msno = f.msno AND l.target_month = f.as_of
-WHERE f.as_of IN (SELECT unnest(CAST($months AS DATE[])))
+WHERE f.as_of IN (SELECT unnest(CAST($months AS DATE[]))) {untreated}
 ORDER BY f.as_of, f.msno
+"""
+_TREATED_COUNT_SQL = """
+SELECT count(*) FROM features.labels l
+WHERE l.target_month IN (SELECT unnest(CAST($months AS DATE[]))) AND {treated}
 """
 
 _LABELLED_SQL = """
@@ -35,16 +47,27 @@ ORDER BY 1
 
 
 def load_training_frame(con: duckdb.DuckDBPyConnection, months: list[dt.date]) -> pd.DataFrame:
-    """KEY_COLUMNS + FEATURE_COLUMNS + is_churn + target_month for the candidates of `months`
-    (features as_of = first day of the month, labels of that target month), sorted by month, msno."""
+    """KEY_COLUMNS + FEATURE_COLUMNS + is_churn + target_month for the untreated candidates of
+    `months` (features as_of = first day of the month, labels of that target month), sorted by
+    month, msno."""
     if not months:
         return pd.DataFrame(columns=FRAME_COLUMNS)
     cols = ", ".join(f"f.{ident(c)}" for c in [*KEY_COLUMNS, *FEATURE_COLUMNS])
-    frame = con.execute(_FRAME_SQL.format(feature_cols=cols), {"months": [as_date(m) for m in months]}).df()
+    untreated = f"AND NOT {treated_candidate_sql()}" if table_exists(con, TREATMENTS_TABLE) else ""
+    frame = con.execute(_FRAME_SQL.format(feature_cols=cols, untreated=untreated),
+                        {"months": [as_date(m) for m in months]}).df()
     for c in ("as_of", "membership_expire_date", "target_month"):
         frame[c] = pd.to_datetime(frame[c]).dt.date
     frame[TARGET] = frame[TARGET].astype("int64")
     return frame
+
+
+def treated_candidates(con: duckdb.DuckDBPyConnection, months: list[dt.date]) -> int:
+    """How many labelled candidates of `months` load_training_frame leaves out as treated."""
+    if not months or not table_exists(con, TREATMENTS_TABLE):
+        return 0
+    return int(con.execute(_TREATED_COUNT_SQL.format(treated=treated_candidate_sql()), {"months": [as_date(m) for m in months]})
+               .fetchone()[0])
 
 
 def training_window(months: list[dt.date], train_months: int) -> tuple[list[dt.date], dt.date]:

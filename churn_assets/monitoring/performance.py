@@ -34,10 +34,11 @@ from sklearn.metrics import log_loss
 
 from churn_assets.core.buckets import A_THRESHOLD
 from churn_assets.core.metrics import classification_metrics
+from churn_assets.marketing.treatments import TREATMENTS_TABLE, treated_candidate_sql
 from churn_assets.model.gate import base_rate_log_loss, bootstrap_counts, weighted_auc
 from churn_assets.monitoring.policy import performance_decision
 from churn_assets.monitoring.queries import drop_if_lacking
-from churn_assets.sql import ident, replace_partition
+from churn_assets.sql import ident, replace_partition, table_exists
 
 FIRST_SCORE = "first_score"
 HEADLINE_MIN_LEAD_DAYS = 21
@@ -72,7 +73,7 @@ WITH cycle AS (
       ON s.msno = l.msno
      AND s.week_start <= l.last_expire
      AND s.membership_expire_date >= l.target_month
-    WHERE $target_month IS NULL OR l.target_month = $target_month
+    WHERE ($target_month IS NULL OR l.target_month = $target_month) {untreated}
 ),
 banded AS (
     SELECT *,
@@ -94,10 +95,14 @@ ORDER BY target_month, lead_band, msno
 """
 
 
-def pairs_query(labels: str = "features.labels", scores: str = "scoring.churn_scores") -> str:
+def pairs_query(labels: str = "features.labels", scores: str = "scoring.churn_scores",
+                untreated_only: bool = False) -> str:
     """SQL pairing each label with its cycle's scores at the lead bands (PAIR_COLUMNS);
-    parameters $target_month (DATE or NULL) and $min_lead (days)."""
-    return _PAIRS_SQL.format(labels=ident(labels), scores=ident(scores), band_case=_BAND_CASE, first=FIRST_SCORE)
+    parameters $target_month (DATE or NULL) and $min_lead (days). `untreated_only` leaves out
+    the candidates a treated-arm action reached (needs marketing.treatments)."""
+    untreated = f"AND NOT {treated_candidate_sql('l')}" if untreated_only else ""
+    return _PAIRS_SQL.format(labels=ident(labels), scores=ident(scores), band_case=_BAND_CASE, first=FIRST_SCORE,
+                             untreated=untreated)
 
 
 def lead_pairs(
@@ -107,9 +112,13 @@ def lead_pairs(
     scores: str = "scoring.churn_scores",
     min_lead_days: int = HEADLINE_MIN_LEAD_DAYS,
 ) -> pd.DataFrame:
-    """PAIR_COLUMNS for the month's scored candidates: one `first_score` row per member whose
-    first score of the cycle has lead >= min_lead_days, one row per lead band it was scored in."""
-    pairs = con.execute(pairs_query(labels, scores), {"target_month": target_month, "min_lead": min_lead_days}).df()
+    """PAIR_COLUMNS for the month's scored untreated candidates: one `first_score` row per member
+    whose first score of the cycle has lead >= min_lead_days, one row per lead band it was scored
+    in. A candidate a treated-arm action reached is left out: its label shows the action as well
+    as the risk, and the model predicts the risk with no action (the control arm and members
+    nobody contacted are its honest judges)."""
+    query = pairs_query(labels, scores, untreated_only=table_exists(con, TREATMENTS_TABLE))
+    pairs = con.execute(query, {"target_month": target_month, "min_lead": min_lead_days}).df()
     return pairs[PAIR_COLUMNS]
 
 

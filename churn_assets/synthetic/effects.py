@@ -9,10 +9,11 @@ what the member is, so the experiment has something real to find:
   those who have stopped listening; each extra rung buys less than the one before;
 - a renewal reminder nudges manual payers only; an appreciation e-mail barely moves anyone.
 
-A treatment only reaches a decision that has not shown yet: one whose earliest
-consequence (a late cancellation in the expiry month, a renewal up to a week before
-the expiry) is dated on or after the Monday of the contact. Contacted too late, the
-member still counts as treated, with no effect, as in a real campaign.
+A treatment only reaches a decision that has not shown yet: one whose earliest possible
+consequence (world.decision_day: a manual renewal up to a week before the expiry; for
+auto-renew members, switching it off from the start of the expiry month) is dated on or
+after the Monday of the contact. Contacted too late, the member still counts as treated,
+with no effect, as in a real campaign.
 """
 from __future__ import annotations
 

@@ -556,10 +556,15 @@ def next_plan(plans: _Plans, period: _Periods, members: Members, active: np.ndar
     return _Plan(method, auto, days, price, paid)
 
 
-def decision_day(period: _Periods, expire_eff: np.ndarray) -> np.ndarray:
-    """The earliest day a decision can show: a late cancellation in the expiry month, or a
-    renewal up to EARLIEST_RENEWAL days before the (possibly pulled) expiry."""
-    return np.minimum(_month_start(period.expire), expire_eff - EARLIEST_RENEWAL)
+def decision_day(period: _Periods, outcome: _Outcome) -> np.ndarray:
+    """The earliest day the decision can show. A manual payer (or one who already cancelled)
+    renews by hand, at most EARLIEST_RENEWAL days before the expiry; an auto-renew member may
+    switch auto-renew off from the start of the expiry month (late_cancellations) or renew
+    automatically up to 3 days before it. A return comes after the 30-day window."""
+    by_hand = ~period.auto | outcome.cancel
+    late_cancel = np.maximum(period.txn_day + 1, _month_start(period.expire))
+    auto_renewal = period.expire - (len(AUTO_RENEW_LEAD_P) - 1)
+    return np.where(by_hand, outcome.expire_eff - EARLIEST_RENEWAL, np.minimum(late_cancel, auto_renewal))
 
 
 def treatment_shift(book: TreatmentBook, effects: Effects, period: _Periods, members: Members, active: np.ndarray,
@@ -572,7 +577,7 @@ def treatment_shift(book: TreatmentBook, effects: Effects, period: _Periods, mem
     if hit.any():
         kind[hit], discount[hit] = book.kind[at[hit]], book.discount_pct[at[hit]]
         rows = hit.nonzero()[0]
-        rows = rows[book.week_day[at[rows]] <= decision_day(period, outcome.expire_eff)[rows]]   # in time
+        rows = rows[book.week_day[at[rows]] <= decision_day(period, outcome)[rows]]   # in time
         engagement = members.act[active[rows]] - ACT_MEAN + sat_now[rows]
         shift[rows] = effect_logit(effects, kind[rows], discount[rows], ~period.auto[rows], outcome.cancel[rows],
                                    engagement, members.price_sens[active[rows]])
