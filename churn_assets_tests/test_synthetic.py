@@ -143,12 +143,17 @@ def test_labels_match_the_official_rule_and_the_oracle(con):
 def test_oracle_schema_and_auc(con):
     types = dict(con.execute("SELECT column_name, column_type FROM (DESCRIBE oracle)").fetchall())
     assert list(types) == ["msno", "target_month", "last_expire", "true_churn_probability", "is_churn",
-                           "action", "discount_pct", "p_untreated", "p_treated"]
+                           "action", "discount_pct", "p_untreated", "p_treated",
+                           "p_call", "p_discount_10", "p_discount_20", "p_discount_30"]
     assert types["target_month"] == "DATE" and types["last_expire"] == "DATE"
     o = con.execute("SELECT * FROM oracle").df()
     matched = o["true_churn_probability"].notna()
     assert (o.loc[matched, "action"] == "none").all()             # an untreated world
     assert (o.loc[matched, "p_untreated"] == o.loc[matched, "p_treated"]).all()
+    # the counterfactuals: an action in time would only have kept members, a deeper rung more
+    m = o[matched]
+    assert (m["p_call"] <= m["p_untreated"]).all() and (m["p_discount_30"] <= m["p_discount_10"]).all()
+    assert (m["p_discount_10"] < m["p_untreated"]).mean() > 0.99
     assert o["true_churn_probability"].between(0, 1).all()
     for month, g in o.groupby("target_month"):
         auc = roc_auc_score(g["is_churn"], g["true_churn_probability"])

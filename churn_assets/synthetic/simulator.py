@@ -36,7 +36,7 @@ from churn_assets.synthetic.catalog import CHANNELS
 from churn_assets.synthetic.effects import (DEFAULT_EFFECTS, KIND_NAMES, Effects, TreatmentBook, action_kinds,
                                             percentages)
 from churn_assets.synthetic.listening import month_logs
-from churn_assets.synthetic.world import History, member_blocks, simulate
+from churn_assets.synthetic.world import COUNTERFACTUALS, History, member_blocks, simulate
 
 SCENARIOS = ("none", "channel_shift", "engagement_drop", "price_rise")
 
@@ -44,8 +44,11 @@ TX_COLUMNS = ("payment_method_id", "payment_plan_days", "plan_list_price", "actu
               "is_auto_renew", "transaction_date", "membership_expire_date", "is_cancel")
 # true_churn_probability is the probability the decision was drawn from (p_treated); p_untreated
 # is the member's probability without the action it received (the two are equal when none acted)
+# p_call, p_discount_10, ...: the probability had the member got that action in time (the
+# counterfactuals an offer policy is judged against)
 ORACLE_COLUMNS = ("msno", "target_month", "last_expire", "true_churn_probability", "is_churn",
-                  "action", "discount_pct", "p_untreated", "p_treated")
+                  "action", "discount_pct", "p_untreated", "p_treated",
+                  *(f"p_{name}" for name in COUNTERFACTUALS))
 # what the world needs of marketing.treatments: who, for which expiry, from which Monday, what
 TREATMENT_KEYS = ("msno", "membership_expire_date", "week_start", "action", "discount_pct")
 WORKERS = max(2, min(4, os.cpu_count() or 1))   # numpy and pyarrow release the GIL in the heavy parts
@@ -56,7 +59,7 @@ _ORACLE_SQL = """
 -- its cancellation (expiring at last_expire) is the latest such row in the history window
 SELECT l.msno, CAST(l.target_month AS DATE) AS target_month, CAST(l.last_expire AS DATE) AS last_expire,
        d.p AS true_churn_probability, l.is_churn, d.churn AS decided_churn,
-       d.action, d.discount_pct, d.p_untreated, d.p AS p_treated
+       d.action, d.discount_pct, d.p_untreated, d.p AS p_treated, {counterfactuals}
 FROM labels l
 LEFT JOIN decisions d
   ON d.msno = l.msno
@@ -189,9 +192,11 @@ def _label(con: duckdb.DuckDBPyConnection, tx: pa.Table, hist: History, msno: pa
         "expire": _date32(dec["expire"]),
         "expire_eff": _date32(dec["expire_eff"]), "p": dec["p"], "churn": dec["churn"].astype(np.int64),
         "action": pa.array(np.asarray(KIND_NAMES, dtype=object)[dec["action"]]),
-        "discount_pct": dec["discount_pct"].astype(np.int32), "p_untreated": dec["p_untreated"]}))
+        "discount_pct": dec["discount_pct"].astype(np.int32), "p_untreated": dec["p_untreated"],
+        **{f"p_{name}": dec[f"p_{name}"] for name in COUNTERFACTUALS}}))
     con.register("labels", pd.concat(parts, ignore_index=True))
-    return parts, con.sql(_ORACLE_SQL).to_arrow_table()
+    what_if = ", ".join(f"d.p_{name}" for name in COUNTERFACTUALS)
+    return parts, con.sql(_ORACLE_SQL.format(counterfactuals=what_if)).to_arrow_table()
 
 
 _NO_TREATMENTS = pd.DataFrame({"msno": pd.Series(dtype=str), "membership_expire_date": pd.Series(dtype="datetime64[ns]"),

@@ -22,7 +22,7 @@ from typing import NamedTuple, TypeVar
 import numpy as np
 
 from churn_assets.synthetic import catalog as cat
-from churn_assets.synthetic.effects import DEFAULT_EFFECTS, NONE, Effects, TreatmentBook, effect_logit
+from churn_assets.synthetic.effects import CALL, DEFAULT_EFFECTS, DISCOUNT, NONE, Effects, TreatmentBook, effect_logit
 
 NEW_MEMBER_RATE = 0.04          # new sign-ups per month, share of the initial subscribers
 DORMANT_SHARE = 0.5             # lapsed members in the members file without transactions (same unit)
@@ -66,6 +66,9 @@ AUTO_RENEW_LEAD_P = np.array([.55, .30, .10, .05])   # auto-renewal dated 0..3 d
 PLAN_SWITCH, AUTO_SWITCH_ON = 0.06, 0.04              # per renewal: re-draw the plan; turn auto-renew on
 CANCELLED_STAY_AUTO = 0.4       # cancelled renewers mostly go manual
 REGISTRATION_FLOOR = np.datetime64("2004-03-26").astype(np.int64)
+# the oracle's counterfactuals: each decision's true probability had the member got this action in time
+COUNTERFACTUALS = {"call": (CALL, 0), "discount_10": (DISCOUNT, 10), "discount_20": (DISCOUNT, 20),
+                   "discount_30": (DISCOUNT, 30)}
 
 
 @dataclass
@@ -423,7 +426,7 @@ class _Record:
     TX = ("mem", "payment_method_id", "payment_plan_days", "plan_list_price", "actual_amount_paid",
           "is_auto_renew", "transaction_date", "membership_expire_date", "is_cancel")
     DECISIONS = ("mem", "txn_day", "cancel_day", "expire", "expire_eff", "p", "churn", "action", "discount_pct",
-                 "p_untreated")
+                 "p_untreated", *(f"p_{name}" for name in COUNTERFACTUALS))
     PERIODS = ("mem", "start", "end", "planned_end", "sat0", "sat1")
 
     def __init__(self):
@@ -567,6 +570,16 @@ def decision_day(period: _Periods, outcome: _Outcome) -> np.ndarray:
     return np.where(by_hand, outcome.expire_eff - EARLIEST_RENEWAL, np.minimum(late_cancel, auto_renewal))
 
 
+def counterfactual_p(effects: Effects, logit: np.ndarray, period: _Periods, members: Members, active: np.ndarray,
+                     sat_now: np.ndarray, outcome: _Outcome) -> list[np.ndarray]:
+    """The true churn probability of each decision under each COUNTERFACTUALS action."""
+    engagement = members.act[active] - ACT_MEAN + sat_now
+    n = len(active)
+    return [_sigmoid(logit + effect_logit(effects, np.full(n, kind), np.full(n, pct), ~period.auto, outcome.cancel,
+                                          engagement, members.price_sens[active]))
+            for kind, pct in COUNTERFACTUALS.values()]
+
+
 def treatment_shift(book: TreatmentBook, effects: Effects, period: _Periods, members: Members, active: np.ndarray,
                     sat_now: np.ndarray, outcome: _Outcome) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(action kind, discount_pct, logit shift) of each decision: the treatment booked for the
@@ -602,10 +615,11 @@ def run_round(streams: _Streams, members: Members, plans: _Plans, current: _Peri
     p_untreated = _sigmoid(logit)
     outcome.p = _sigmoid(logit + shift)      # + 0.0 where untreated: the same bits as p_untreated
     outcome.churn = u.churn < outcome.p
+    what_if = counterfactual_p(effects, logit, period, members, active, sat_now, outcome)
     late_cancellations(period, outcome, u)
     record.decisions.append((active, period.txn_day, np.where(outcome.cancel, outcome.cancel_day, -1),
                              period.expire, outcome.expire_eff, outcome.p, outcome.churn, kind, discount,
-                             p_untreated))
+                             p_untreated, *what_if))
     record.periods.append((active, period.cover_start, outcome.expire_eff, period.expire, sat_before, sat_now))
     cancelled = outcome.cancel.nonzero()[0]     # only auto-renew members cancel: rows keep is_auto_renew 1
     record.transactions(active[cancelled], period.plan.take(cancelled), outcome.cancel_day[cancelled],
