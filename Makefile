@@ -12,7 +12,7 @@ export GX_ANALYTICS_ENABLED := false
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 export TQDM_MININTERVAL := 1
 
-.PHONY: install demo test test-fast ui bench serve clean
+.PHONY: install demo test test-fast ui monitor bench serve clean
 
 install: $(STAMP)
 
@@ -35,6 +35,11 @@ test-fast: $(STAMP)
 ui: $(STAMP)
 	$(VENV)/bin/dagster dev -h 127.0.0.1 -p $${PORT:-3000} -w workspace.yaml
 
+# The Evidently monitoring dashboard: project `churn` of the workspace the assets fill
+# (MONITOR_PORT overrides 8000; set CHURN_EVIDENTLY_UI_URL too so Dagster's links follow it)
+monitor: $(STAMP)
+	DO_NOT_TRACK=1 $(VENV)/bin/evidently ui --workspace $(CHURN_DATA_DIR)/evidently --host 127.0.0.1 --port $${MONITOR_PORT:-8000}
+
 # MLflow's model server on models:/churn_model@production (HOST/PORT override 127.0.0.1:5001)
 serve: $(STAMP)
 	$(PY) -m churn_assets.serve
@@ -43,4 +48,4 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.run_all
 
 clean:
-	rm -rf $(CHURN_DATA_DIR)/warehouse $(CHURN_DATA_DIR)/mlflow $(CHURN_DATA_DIR)/dagster $(CHURN_DATA_DIR)/reports $(CHURN_DATA_DIR)/analytics $(CHURN_DATA_DIR)/analytics.duckdb
+	rm -rf $(CHURN_DATA_DIR)/warehouse $(CHURN_DATA_DIR)/mlflow $(CHURN_DATA_DIR)/dagster $(CHURN_DATA_DIR)/reports $(CHURN_DATA_DIR)/evidently $(CHURN_DATA_DIR)/analytics $(CHURN_DATA_DIR)/analytics.duckdb

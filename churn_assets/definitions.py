@@ -12,6 +12,7 @@ from churn_assets.defs.model.jobs import model_jobs
 from churn_assets.defs.monitoring.assets import monitoring_assets
 from churn_assets.defs.monitoring.jobs import performance_job
 from churn_assets.defs.monitoring.sensors import build_drift_retrain_sensor
+from churn_assets.defs.monitoring.serving_drift import serving_drift, serving_drift_job
 from churn_assets.defs.resources import resources_for
 from churn_assets.defs.scoring.assets import scoring_assets
 from churn_assets.defs.scoring.jobs import scoring_jobs
@@ -22,9 +23,9 @@ def build_definitions(resources: dict | None = None) -> dg.Definitions:
     """Resources read the environment here (or are given), so tests build definitions per data dir."""
     return dg.Definitions(
         assets=[*raw_assets, *features_assets, *model_assets, *scoring_assets, *marketing_assets, *effect_assets,
-                *monitoring_assets],
+                *monitoring_assets, serving_drift],
         asset_checks=model_checks,
-        jobs=[ingest_job, features_job, *model_jobs, *scoring_jobs, performance_job],
+        jobs=[ingest_job, features_job, *model_jobs, *scoring_jobs, performance_job, serving_drift_job],
         sensors=[landing_sensor, build_drift_retrain_sensor(model_jobs)],
         schedules=scoring_schedules,
         resources=resources if resources is not None else resources_for(),

@@ -48,6 +48,7 @@ class DemoSummary:
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     world: dict = field(default_factory=dict)
     story: list[str] = field(default_factory=list)
+    charts: dict[str, Path] = field(default_factory=dict)  # chart name -> PNG file
 
     def render(self) -> str:
         lines = ["", "=== churn-assets demo summary ==="]
@@ -63,9 +64,12 @@ class DemoSummary:
         for title, frame in self.tables.items():
             if frame is not None and len(frame):
                 lines += ["", f"-- {title} --", frame.to_string(index=False)]
+        if self.charts:
+            lines += ["", "-- charts (PNG) --", *(f"  {name:<28}{path}" for name, path in self.charts.items())]
         lines += ["", "-- phases (seconds) --"]
         lines += [f"  {name:<28}{secs:8.1f}" for name, secs in self.phases.items()]
-        lines += ["", "Browse it all with `make ui`; query scores: see README 'Querying the scores'."]
+        lines += ["", "Browse it all with `make ui`; drift, quality and buckets over the weeks with `make monitor`;",
+                  "query scores: see README 'Querying the scores'."]
         return "\n".join(lines)
 
 
@@ -128,7 +132,7 @@ def mondays_in(month: date) -> list[date]:
 
 def reset_state(paths: Paths) -> None:
     """A demo is a clean replay: forget the warehouse, MLflow, instance and reports."""
-    for sub in ("landing", "warehouse", "mlflow", "dagster", "reports", "analytics"):
+    for sub in ("landing", "warehouse", "mlflow", "dagster", "reports", "analytics", "serving_logs", "evidently"):
         shutil.rmtree(paths.data_dir / sub, ignore_errors=True)
     paths.duckdb_path.unlink(missing_ok=True)
     (paths.data_dir / "analytics.duckdb").unlink(missing_ok=True)
@@ -200,6 +204,7 @@ def run_demo(members: int = 20_000, seed: int = 7, reset: bool = True, world: di
     first model, Mondays that make no month final are skipped: nothing is scored yet, and
     the next delivery brings the same rows."""
     from churn_assets.definitions import build_definitions
+    from churn_assets.monitoring.serving_log import replay_scored_week
     from churn_assets.synthetic.delivery import DropCutter
 
     world = world or DEFAULT_WORLD
@@ -265,6 +270,11 @@ def run_demo(members: int = 20_000, seed: int = 7, reset: bool = True, world: di
             t = time.perf_counter()
             replay.run("weekly_scoring_job", monday.isoformat())
             summary.phases["weekly scoring + drift"] += time.perf_counter() - t
+            if replay.has_job("serving_drift_job"):
+                t = time.perf_counter()
+                replay_scored_week(paths, monday)  # a sample of the week's scored members as online requests
+                replay.run("serving_drift_job", monday.isoformat())
+                summary.phases["online traffic + serving drift"] += time.perf_counter() - t
             if replay.has_job("train_job"):
                 t = time.perf_counter()
                 replay.tick("drift_retrain_sensor")
@@ -315,9 +325,15 @@ def _fill_tables(paths: Paths, summary: DemoSummary, source: Path) -> None:
           "success": r["success"]} for r in triggered],
         columns=["job", "week", "event", "decision", "data_window", "success"])
     summary.tables["runs requested by drift_retrain_sensor"] = sensor_runs
+    summary.tables["online traffic: serving drift per week"] = _query(paths, """
+        SELECT week_start, n_requests, compared_rows, round(drift_share, 3) AS drift_share, drifted_columns, level,
+               decision FROM monitoring.serving_drift ORDER BY week_start""")
     summary.tables[EFFECT_TRUTH_TITLE] = _effects_against_truth(paths, source)
     oracle = _oracle_comparison(paths, source)
     summary.tables["one-month-ahead quality against the oracle (first score of each expiry cycle)"] = oracle
+    from churn_assets.monitoring.charts import demo_charts
+
+    summary.charts = demo_charts(paths.duckdb_path, paths.reports / "demo", oracle)
 
     from churn_assets.demo_story import story_lines
     from churn_assets.defs.monitoring.assets import DriftConfig

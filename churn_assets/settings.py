@@ -31,6 +31,15 @@ class Paths:
         return self.data_dir / "analytics"
 
     @property
+    def serving_logs(self) -> Path:
+        return self.data_dir / "serving_logs"
+
+    @property
+    def evidently(self) -> Path:
+        """The Evidently workspace (project `churn`) that `make monitor` opens."""
+        return self.data_dir / "evidently"
+
+    @property
     def duckdb_path(self) -> Path:
         return Path(os.environ.get("CHURN_DUCKDB_PATH") or self.data_dir / "warehouse" / "churn.duckdb")
 

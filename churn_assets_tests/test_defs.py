@@ -6,7 +6,8 @@ ASSETS = [
     "features/labels", "features/member_features", "kpi/monthly_churn", "marketing/retention_effect",
     "marketing/treatments", "ml/churn_model",
     "ml/production_model",
-    "monitoring/drift_report", "monitoring/model_performance", "raw/churn_labels", "raw/members",
+    "monitoring/drift_report", "monitoring/model_performance", "monitoring/serving_drift", "raw/churn_labels",
+    "raw/members",
     "raw/transactions", "raw/user_logs", "reports/weekly_churn_report", "scoring/churn_scores",
     "scoring/scoring_features",
 ]
@@ -16,7 +17,8 @@ CHECKS = [
     *(f"raw/{source}:{check}" for source in ("churn_labels", "members", "transactions", "user_logs")
       for check in ("gx_blocking", "gx_warnings", "rows_accounted")),
 ]
-JOBS = ["features_job", "ingest_job", "performance_job", "retune_job", "train_job", "weekly_scoring_job"]
+JOBS = ["features_job", "ingest_job", "performance_job", "retune_job", "serving_drift_job", "train_job",
+        "weekly_scoring_job"]
 SENSORS = ["drift_retrain_sensor", "landing_sensor"]
 SCHEDULES = ["weekly_scoring_schedule"]
 RESOURCES = ["mlflow", "registry", "smtp", "storage", "warehouse"]

@@ -106,6 +106,7 @@ def test_train_job_registers_and_promotes_first_model(env):
     run = client.get_run(trained["mlflow_run_id"])
     assert run.info.status == "FINISHED"  # the hook ended it after the last node
     assert run.data.tags["dagster_run_id"] == result.run_id
+    assert run.data.tags["dagster_run_url"] == f"http://127.0.0.1:3000/runs/{result.run_id}"  # MLflow -> Dagster
     assert _promotions(env["db"]) == [("1", "staging", "promoted"), ("1", "production", "promoted")]
 
     model, version = load_production(env["uri"])

@@ -7,7 +7,7 @@ import datetime as dt
 import duckdb
 import pandas as pd
 
-from churn_assets.dates import add_months
+from churn_assets.dates import add_months, as_date
 from churn_assets.marketing.effect import MONTH, SUMMARY_COLUMNS
 from churn_assets.marketing.treatments import TREATMENTS_TABLE
 from churn_assets.scoring.queries import FEATURES_TABLE, SCORES_TABLE
@@ -104,3 +104,15 @@ def read_month_summaries(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     return con.execute(
         f"SELECT {columns} FROM {ident(EFFECT_TABLE)} WHERE level = ? ORDER BY target_month", [MONTH]
     ).df()
+
+
+def read_offer_evidence(con: duckdb.DuckDBPyConnection, week: dt.date) -> pd.DataFrame | None:
+    """The rung rows of marketing.retention_effect of the months whose labels were final by
+    `week` (what the offer can learn from that Monday, also when an old week is re-run);
+    None before the table exists."""
+    from churn_assets.features.labels import final_on
+
+    if not table_exists(con, EFFECT_TABLE):
+        return None
+    rows = con.execute(f"SELECT * FROM {ident(EFFECT_TABLE)} WHERE level = 'rung' ORDER BY target_month").df()
+    return rows[[final_on(as_date(m)) <= week for m in rows["target_month"]]]

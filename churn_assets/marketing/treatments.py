@@ -91,15 +91,19 @@ def free_or_trial(amount_paid: object, list_price: object) -> np.ndarray:
     return ((paid == 0) | (listed == 0)).to_numpy(dtype=bool)
 
 
+def is_new_contact(frame: pd.DataFrame, earlier: pd.DataFrame | None) -> np.ndarray:
+    """True per row of `frame` (msno, membership_expire_date) whose cycle is not in `earlier`."""
+    if earlier is None or earlier.empty or frame.empty:
+        return np.ones(len(frame), dtype=bool)
+    return ~_cycle_keys(frame).isin(set(_cycle_keys(earlier))).to_numpy()
+
+
 def new_contacts(scores: pd.DataFrame, earlier: pd.DataFrame | None) -> pd.DataFrame:
     """The rows of `scores` (one week of scoring.churn_scores) whose cycle (msno,
     membership_expire_date) is not in `earlier` (marketing.treatments of earlier weeks)."""
     if scores["msno"].duplicated().any():
         raise ValueError("scores list a member twice in one week")
-    if earlier is None or earlier.empty or scores.empty:
-        return scores.reset_index(drop=True)
-    seen = _cycle_keys(scores).isin(set(_cycle_keys(earlier)))
-    return scores.reset_index(drop=True)[~seen.to_numpy()].reset_index(drop=True)
+    return scores.reset_index(drop=True)[is_new_contact(scores, earlier)].reset_index(drop=True)
 
 
 def assign_treatments(

@@ -11,6 +11,7 @@ import base64
 import datetime as dt
 import html
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,6 +124,19 @@ def _table(frame: pd.DataFrame) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>\n{body}\n</tbody></table>"
 
 
+def _charts_html(charts: Sequence, week: str) -> str:
+    """The loop over time (monitoring.charts.Chart: title, png, caption), embedded as PNG."""
+    if not charts:
+        return ""
+    figures = "\n".join(
+        f'<figure><img alt="{html.escape(c.title)}" src="data:image/png;base64,{base64.b64encode(c.png).decode("ascii")}">'
+        f"<figcaption>{html.escape(c.title)}: {html.escape(c.caption)}</figcaption></figure>" for c in charts)
+    return f"""<h2>Monitoring over time</h2>
+<p>As known on {week}: the weeks up to this one, and the months whose labels were final by then.</p>
+{figures}
+"""
+
+
 def _change(now: int, before: int | None) -> str:
     if before is None:
         return "n/a"
@@ -139,12 +153,14 @@ def build_report(
     max_table_rows: int = 500,
     treatments: pd.DataFrame | None = None,
     effects: pd.DataFrame | None = None,
+    charts: Sequence = (),
 ) -> ReportFiles:
     """Write churn_report.html and at_risk_members.csv into out_dir (created) for one
     week of scoring.churn_scores rows; `previous` is last week's rows (or None) for the
     change in counts; `treatments` the week's marketing.treatments rows (None: every
     scored member is listed); `effects` the retention experiment's month table
-    (marketing.effect.retention_table of the months final by this week, or None). Returns the
+    (marketing.effect.retention_table of the months final by this week, or None); `charts`
+    the loop's charts as known on this Monday (monitoring.charts.report_charts). Returns the
     paths and a short markdown summary."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -198,7 +214,7 @@ th {{ background: #f3f3f3; }}
 {_table(summary)}
 {experiment_html}<h2>Score distribution</h2>
 {f'<img alt="histogram of churn probabilities by bucket" src="data:image/png;base64,{chart}">' if chart else "<p>No members this week.</p>"}
-<h2>Most common reasons (buckets A and B)</h2>
+{_charts_html(charts, week)}<h2>Most common reasons (buckets A and B)</h2>
 {_table(reasons) if len(reasons) else "<p>None.</p>"}
 <h2>Members to contact (A and B, riskiest first)</h2>
 <p>{len(shown)} of {len(at_risk)} shown; the full list, with bucket C, is in {CSV_NAME}.{contacts_note}</p>

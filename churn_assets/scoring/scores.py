@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from churn_assets.core.feature_spec import FEATURE_COLUMNS
-from churn_assets.core.buckets import A_THRESHOLD, B_THRESHOLD, actions_for, assign_buckets, validate_thresholds
+from churn_assets.core.buckets import A_THRESHOLD, B_THRESHOLD, actions_for, validate_thresholds
 from churn_assets.scoring.offers import (
     DEFAULT_HORIZON_MONTHS,
     DEFAULT_LADDER,
@@ -24,6 +24,7 @@ from churn_assets.scoring.offers import (
     offer_discounts,
 )
 from churn_assets.core.reasons import REASON_COLUMNS, top_reasons
+from churn_assets.marketing.uplift import DEFAULT_CALL_UPLIFT, capacity_buckets, explore_offers
 
 SCORE_COLUMNS: list[str] = [
     "week_start", "msno", "membership_expire_date", "days_to_expiry", "churn_probability", "bucket",
@@ -47,6 +48,11 @@ class ScoringPolicy:
     uplift_by_bucket: Mapping[str, Mapping[int, float]] = field(default_factory=lambda: dict(DEFAULT_UPLIFT_BY_BUCKET))
     horizon_months: float = DEFAULT_HORIZON_MONTHS
     reason_buckets: tuple[str, ...] = ("A", "B")
+    # the learned policy (marketing.uplift): calls per week for new contacts (None: the
+    # thresholds), the call's uplift that ranks them, and the share of B offered a random rung
+    call_capacity: int | None = None
+    call_uplift: float = DEFAULT_CALL_UPLIFT
+    exploration_share: float = 0.0
 
     def __post_init__(self) -> None:
         validate_thresholds(self.a_threshold, self.b_threshold)
@@ -69,14 +75,22 @@ def score_members(
     week_start: dt.date,
     policy: ScoringPolicy = ScoringPolicy(),
     scored_at: dt.datetime | None = None,
+    new_contact: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """scoring.churn_scores rows (SCORE_COLUMNS, in that order) for a frame holding
-    msno, membership_expire_date and FEATURE_COLUMNS."""
+    msno, membership_expire_date and FEATURE_COLUMNS. `new_contact` marks the members not
+    contacted earlier in their cycle (default: all), the ones a call capacity counts."""
     scored_at = scored_at or dt.datetime.now(dt.UTC).replace(tzinfo=None)
     x = features[FEATURE_COLUMNS].reset_index(drop=True)
     p = churn_probability(model, x) if len(x) else np.zeros(0)
-    buckets = assign_buckets(p, policy.a_threshold, policy.b_threshold)
+    price = monthly_price(x["last_list_price"], x["last_plan_days"])
+    new = np.ones(len(x), dtype=bool) if new_contact is None else np.asarray(new_contact, dtype=bool)
+    buckets = capacity_buckets(p, price * policy.horizon_months, new, policy.call_capacity, policy.call_uplift,
+                               policy.a_threshold, policy.b_threshold)
     expire = pd.to_datetime(features["membership_expire_date"]).reset_index(drop=True)
+    discount = offer_discounts(buckets, p, price, policy.uplift_by_bucket, policy.ladder, policy.horizon_months)
+    discount, _ = explore_offers(features["msno"].astype(str), expire, buckets, discount, price > 0, policy.ladder,
+                                 policy.exploration_share)
     out = pd.DataFrame({
         "week_start": pd.Series([week_start] * len(x), dtype=object),
         "msno": features["msno"].astype(str).to_numpy(),
@@ -85,10 +99,7 @@ def score_members(
         "churn_probability": p,
         "bucket": buckets,
         "action": actions_for(buckets),
-        "discount_pct": offer_discounts(
-            buckets, p, monthly_price(x["last_list_price"], x["last_plan_days"]),
-            policy.uplift_by_bucket, policy.ladder, policy.horizon_months,
-        ).astype("int32"),
+        "discount_pct": discount.astype("int32"),
     })
     reasons = pd.DataFrame(None, index=out.index, columns=REASON_COLUMNS, dtype=object)
     explain = np.isin(buckets, list(policy.reason_buckets))

@@ -13,6 +13,7 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
+from churn_assets.core.links import dagster_run_url
 from churn_assets.defs.keys import CHURN_MODEL, LABELS, MEMBER_FEATURES, PRODUCTION_MODEL
 from churn_assets.defs.model.config import AcceptanceConfig, TrainConfig
 from churn_assets.defs.model.metadata import acceptance_metadata, training_metadata
@@ -70,6 +71,7 @@ def churn_model(
         params = registry.production_params() or DEFAULT_PARAMS
     result = train_churn_model(frame, params, train_months, valid_month, seed=config.seed, num_threads=config.num_threads)
     logged = registry.log_training(result, tags={"dagster_run_id": context.run_id, "mode": config.mode,
+                                                 "dagster_run_url": dagster_run_url(context.run_id),  # MLflow -> Dagster
                                                  **config.gate_tags()})
     return dg.MaterializeResult(
         metadata=training_metadata(result, logged, config.mode, len(frame), registry.run_url(logged.run_id))

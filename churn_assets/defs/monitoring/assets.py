@@ -3,7 +3,9 @@ reference, and monthly realised quality once labels are final.
 
 Both record a `decision` ('none' / 'retrain' / 'retune') in their
 materialisation metadata; drift_retrain_sensor (sensors.py) turns those into runs.
-The steps and SQL live in churn_assets.monitoring (drift_week, performance, queries);
+Each adds its snapshot to the Evidently workspace (`make monitor`; churn_assets.monitoring.dashboard)
+and links to it from its metadata. The steps and SQL live in churn_assets.monitoring (drift_week,
+performance, queries);
 MLflow comes through the `registry` resource, the reports folder through `storage`.
 Evidently (~10 s) and MLflow (~5 s) are imported inside the assets so the code
 server loads the definitions quickly. (No `from __future__ import annotations`:
@@ -17,14 +19,16 @@ from pydantic import Field
 
 from churn_assets.analytics.publish import publish
 from churn_assets.core.buckets import A_THRESHOLD
+from churn_assets.core.links import dagster_run_url
 from churn_assets.dates import week_of
 from churn_assets.defs import keys
 from churn_assets.defs.finality import final_month_or_none
 from churn_assets.defs.monitoring.metadata import (
-    drift_metadata, drift_summary, performance_metadata, performance_summary,
+    drift_metadata, drift_summary, link_metadata, performance_metadata, performance_summary,
 )
 from churn_assets.defs.partitions import monthly_partitions, weekly_partitions
 from churn_assets.defs.resources import ModelRegistry, Storage, Warehouse
+from churn_assets.monitoring.history import week_bucket_counts
 from churn_assets.monitoring.policy import (
     DEFAULT_HYSTERESIS, DEFAULT_RETRAIN_AT, DEFAULT_RETUNE_AT, drift_policy, previous_level_for, validate_thresholds,
 )
@@ -90,6 +94,39 @@ def _calibration(context, warehouse: Warehouse, config: "DriftConfig", version: 
     return calibration
 
 
+def _run_links(context) -> dict[str, str]:
+    return {"dagster_run_id": context.run_id, "dagster_run_url": dagster_run_url(context.run_id)}
+
+
+def _mlflow_run_url(context, registry: ModelRegistry, version: str) -> str | None:
+    """The MLflow page of the run that produced `version` (None, with a warning, when the
+    registry cannot say: a link only, the week's verdict stands without it)."""
+    from churn_assets.monitoring.dashboard import version_run_id
+
+    try:
+        return registry.run_url(version_run_id(registry.client(), version))
+    except Exception as exc:  # any store error: MLflow raises several kinds
+        context.log.warning(f"no MLflow run link for model version {version}: {type(exc).__name__}: {exc}")
+        return None
+
+
+def _drift_snapshot(context, warehouse: Warehouse, storage: Storage, registry: ModelRegistry, config: "DriftConfig",
+                    week, report, result, prediction, reference_scores, scores) -> dict:
+    """The week's snapshot into the Evidently workspace (replacing an earlier one of the week);
+    the links to it and to the scoring version's MLflow run, for the metadata."""
+    from churn_assets.monitoring.dashboard import log_drift_week
+
+    with warehouse.get_connection() as con:
+        buckets = week_bucket_counts(con, week)
+    row = report.iloc[0]
+    mlflow_url = _mlflow_run_url(context, registry, str(row["model_version"]))
+    snapshot = log_drift_week(
+        storage.paths.evidently, week, row, result.columns, prediction, reference_scores, scores, buckets,
+        retrain_at=config.retrain_at, retune_at=config.retune_at, sample_size=config.sample_size, seed=config.seed,
+        links={**_run_links(context), "mlflow_run_url": mlflow_url})
+    return link_metadata(snapshot, mlflow_url)
+
+
 @dg.asset(
     key=keys.DRIFT_REPORT,
     partitions_def=weekly_partitions,
@@ -139,10 +176,12 @@ def drift_report(context: dg.AssetExecutionContext, config: DriftConfig, warehou
         publish(con, {steps.DRIFT_REPORTS_TABLE: week, steps.DRIFT_COLUMNS_TABLE: week}, storage.paths)
         calibration.store_if_fresh(con)
     context.log.info(drift_summary(week, result, report))
-    return dg.MaterializeResult(metadata=drift_metadata(
+    links = _drift_snapshot(context, warehouse, storage, registry, config, week, report, result, prediction,
+                            evidence.validation_predictions, scores)
+    return dg.MaterializeResult(metadata={**drift_metadata(
         report, result, prediction, calibration, config, scored_rows=inputs.scored_rows,
         compared_rows=len(inputs.current), trained_through=registry.trained_through(version),
-        production_trained_through=registry.production_trained_through(), trainable=inputs.trainable))
+        production_trained_through=registry.production_trained_through(), trainable=inputs.trainable), **links})
 
 
 # ---------------------------------------------------------------- realised performance
@@ -167,6 +206,19 @@ def _validation(registry: ModelRegistry, versions) -> dict[str, dict[str, float]
     from churn_assets.monitoring.performance import validation_quality
 
     return {v: validation_quality(registry.validation_metrics(v), registry.validation_scores(v)) for v in versions}
+
+
+def _performance_snapshot(context, warehouse: Warehouse, storage: Storage, month, verdict) -> dict:
+    """The month's snapshot (with the retention experiment's month row once it exists) into the
+    Evidently workspace, replacing an earlier one of the month; its links for the metadata."""
+    from churn_assets.marketing.queries import read_month_summaries
+    from churn_assets.monitoring.dashboard import log_performance_month, month_row
+
+    with warehouse.get_connection() as con:
+        retention = month_row(read_month_summaries(con), month)
+    snapshot = log_performance_month(storage.paths.evidently, month, verdict.perf, verdict.decision, verdict.version,
+                                     retention, links=_run_links(context))
+    return link_metadata(snapshot)
 
 
 @dg.asset(
@@ -214,9 +266,10 @@ def model_performance(
         context.log.warning(f"{month:%Y-%m}: no member was first scored >= {config.min_lead_days} days ahead "
                             f"({verdict.late_first_scores} late first scores): no verdict")
     context.log.info(performance_summary(month, verdict))
-    yield dg.MaterializeResult(metadata=performance_metadata(
+    links = _performance_snapshot(context, warehouse, storage, month, verdict)
+    yield dg.MaterializeResult(metadata={**performance_metadata(
         verdict, pairs, n_labels, config, trained_through=registry.trained_through(verdict.version),
-        production_trained_through=registry.production_trained_through(), trainable=trainable))
+        production_trained_through=registry.production_trained_through(), trainable=trainable), **links})
 
 
 monitoring_assets = [drift_report, model_performance]

@@ -13,6 +13,7 @@ import pandas as pd
 from churn_assets.defs.metadata import frame_metadata
 
 if TYPE_CHECKING:
+    from churn_assets.monitoring.dashboard import SnapshotLink
     from churn_assets.monitoring.drift import DriftResult
     from churn_assets.monitoring.drift_week import Calibration
     from churn_assets.monitoring.performance import MonthVerdict
@@ -83,6 +84,18 @@ def drift_metadata(
         "retrain_at": dg.MetadataValue.float(config.retrain_at),
         "retune_at": dg.MetadataValue.float(config.retune_at),
     })
+
+
+def link_metadata(snapshot: SnapshotLink, mlflow_run_url: str | None = None) -> dict:
+    """Where the materialisation's numbers are shown over time: its Evidently snapshot, the
+    monitoring dashboard and (drift) the MLflow run of the model version that scored the week."""
+    links = {
+        "evidently_snapshot": dg.MetadataValue.url(snapshot.url),
+        "evidently_dashboard": dg.MetadataValue.url(snapshot.dashboard_url),
+    }
+    if mlflow_run_url:
+        links["mlflow_run"] = dg.MetadataValue.url(mlflow_run_url)
+    return links
 
 
 def drift_summary(week: dt.date, result: DriftResult, report: pd.DataFrame) -> str:

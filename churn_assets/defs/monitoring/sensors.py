@@ -6,7 +6,8 @@ lands at once). Its cursor is JSON {asset key path: last storage id handled},
 persisted by the instance with the tick, so a restart resumes after the last
 handled event and never re-requests it.
 
-Each materialisation of monitoring/drift_report or monitoring/model_performance
+Each materialisation of monitoring/drift_report, monitoring/serving_drift (the
+logged online requests, judged by the same policy) or monitoring/model_performance
 is read in storage-id order; its `decision` metadata asks for a job
 ('retrain' -> train_job, 'retune' -> retune_job). Whether the job is requested
 depends on what it could learn, from the event's own metadata:
@@ -34,14 +35,14 @@ from collections.abc import Sequence
 
 import dagster as dg
 
-from churn_assets.defs.keys import DRIFT_REPORT, MODEL_PERFORMANCE
+from churn_assets.defs.keys import DRIFT_REPORT, MODEL_PERFORMANCE, SERVING_DRIFT
 from churn_assets.defs.keys import PRODUCTION_MODEL as PRODUCTION_MODEL_KEY
 
 SENSOR_NAME = "drift_retrain_sensor"
 TRAIN_JOB = "train_job"
 RETUNE_JOB = "retune_job"
 JOB_FOR_DECISION = {"retrain": TRAIN_JOB, "retune": RETUNE_JOB}
-WATCHED = {DRIFT_REPORT: "churn/week", MODEL_PERFORMANCE: "churn/month"}  # asset -> partition tag
+WATCHED = {DRIFT_REPORT: "churn/week", MODEL_PERFORMANCE: "churn/month", SERVING_DRIFT: "churn/week"}  # asset -> partition tag
 MAX_EVENTS_PER_TICK = 100  # per asset; the rest is picked up on the next tick
 DATA_WINDOW_TAG = "churn/data_window"
 
@@ -157,7 +158,7 @@ def build_drift_retrain_sensor(jobs: Sequence[dg.JobDefinition | dg.UnresolvedAs
         jobs=list(jobs),
         minimum_interval_seconds=60,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="monitoring/drift_report or model_performance decided 'retrain' -> train_job, "
+        description="monitoring/drift_report, serving_drift or model_performance decided 'retrain' -> train_job, "
                     "'retune' -> retune_job, once per data window and only when new final labels exist "
                     "(or a retrain on them was refused: retune); cursor = last storage id per asset.",
     )

@@ -24,7 +24,10 @@ from churn_assets.marketing.treatments import TREATED
 from churn_assets.scoring.emailer import ReportDeliveryError, recipient_list, send_report
 from churn_assets.scoring.queries import FEATURES_TABLE, SCORES_TABLE, build_scoring_features, read_week, scoring_window
 from churn_assets.marketing.effect import months_final_by, retention_table
-from churn_assets.marketing.queries import read_month_summaries
+from churn_assets.marketing.queries import read_earlier_treatments, read_month_summaries, read_offer_evidence
+from churn_assets.marketing.treatments import is_new_contact
+from churn_assets.marketing.uplift import UpliftEstimate
+from churn_assets.monitoring.charts import report_charts
 from churn_assets.scoring.report import ReportFiles, build_report, email_subject
 from churn_assets.scoring.scores import ScoringPolicy, score_members
 from churn_assets.sql import replace_partition
@@ -84,7 +87,7 @@ def scoring_features(context: dg.AssetExecutionContext, warehouse: Warehouse) ->
     ))
 
 
-def _scores_metadata(scores: pd.DataFrame, version: str, policy: ScoringPolicy) -> dict:
+def _scores_metadata(scores: pd.DataFrame, version: str, policy: ScoringPolicy, learned: UpliftEstimate | None) -> dict:
     counts = scores["bucket"].value_counts().reindex(list(BUCKETS), fill_value=0)
     extra = {f"bucket_{b}": dg.MetadataValue.int(int(counts[b])) for b in BUCKETS}
     extra.update({
@@ -93,7 +96,11 @@ def _scores_metadata(scores: pd.DataFrame, version: str, policy: ScoringPolicy) 
         "model_version": dg.MetadataValue.text(str(version)),
         "a_threshold": dg.MetadataValue.float(policy.a_threshold),
         "b_threshold": dg.MetadataValue.float(policy.b_threshold),
+        "call_capacity": dg.MetadataValue.int(policy.call_capacity if policy.call_capacity is not None else -1),
+        "exploration_share": dg.MetadataValue.float(policy.exploration_share),
     })
+    if learned is not None:
+        extra["offer_uplift"] = dg.MetadataValue.md(learned.table.round(4).to_markdown(index=False))
     return frame_metadata(scores, extra=extra)
 
 
@@ -111,17 +118,22 @@ def churn_scores(
     storage: Storage,
 ) -> dg.MaterializeResult:
     week = week_of(context.partition_key)
-    policy = config.policy()  # validates thresholds before any work
+    config.policy()  # validates thresholds before any work
     with warehouse.get_connection() as con:
         features = read_week(con, FEATURES_TABLE, week)
+        # the feedback loop: last months' measured uplift and this cycle's contacts (read, not a
+        # dependency: the experiment's assets come after the scores in the graph)
+        learned = config.learned(read_offer_evidence(con, week))
+        earlier = read_earlier_treatments(con, week)
     if features is None:
         raise dg.Failure(f"{FEATURES_TABLE} does not exist: materialise scoring/scoring_features for {week} first.")
     model, version = _production_model(registry)
-    scores = score_members(features, model, str(version), week, policy)
+    policy = config.policy(learned)
+    scores = score_members(features, model, str(version), week, policy, new_contact=is_new_contact(features, earlier))
     with warehouse.get_connection() as con:
         replace_partition(con, SCORES_TABLE, scores, "week_start", week)
         publish(con, {SCORES_TABLE: week}, storage.paths)
-    metadata = _scores_metadata(scores, version, policy)
+    metadata = _scores_metadata(scores, version, policy, learned)
     counts = {b: metadata[f"bucket_{b}"].value for b in BUCKETS}
     context.log.info(f"week {week}: {len(scores)} members scored with model version {version}: {counts}")
     return dg.MaterializeResult(metadata=metadata)
@@ -172,6 +184,7 @@ def weekly_churn_report(
         previous = read_week(con, SCORES_TABLE, week - dt.timedelta(days=7))
         treatments = read_week(con, TREATMENTS_TABLE, week)
         effects = retention_table(months_final_by(read_month_summaries(con), week))
+        charts = report_charts(con, week, storage.paths)  # what was knowable on this Monday
     if scores is None or treatments is None:
         raise dg.Failure(f"{SCORES_TABLE if scores is None else TREATMENTS_TABLE} does not exist: materialise "
                          f"scoring/churn_scores and marketing/treatments for {week} first.")
@@ -180,7 +193,7 @@ def weekly_churn_report(
     a_threshold, b_threshold = _thresholds(context.instance, context.partition_key)
     out_dir = storage.reports / "weekly" / str(week)
     files = build_report(scores, previous, week, out_dir, a_threshold, b_threshold, treatments=treatments,
-                         effects=effects)
+                         effects=effects, charts=charts)
     contacts = treatments[treatments["arm"] == TREATED]
     metadata = {
         "summary": dg.MetadataValue.md(files.markdown),

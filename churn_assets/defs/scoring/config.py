@@ -1,10 +1,13 @@
 """Launchpad config of the weekly scores: bucket thresholds and the discount policy.
 (No `from __future__ import annotations`: Dagster reads the Config annotations at definition time.)"""
+from typing import Optional
+
 import dagster as dg
 from pydantic import Field
 
 from churn_assets.core.buckets import A_THRESHOLD, B_THRESHOLD
 from churn_assets.scoring.offers import DEFAULT_HORIZON_MONTHS, DEFAULT_LADDER, DEFAULT_UPLIFT_BY_BUCKET
+from churn_assets.marketing.uplift import DEFAULT_CALL_UPLIFT, DEFAULT_EXPLORATION_SHARE, UpliftEstimate, learn_uplift
 from churn_assets.scoring.scores import ScoringPolicy
 
 
@@ -18,12 +21,34 @@ class ScoringConfig(dg.Config):
         "Buckets without a table get no offer.",
     )
     horizon_months: float = Field(default=DEFAULT_HORIZON_MONTHS, description="Months of revenue a retained member is worth.")
+    learn_offer: bool = Field(
+        default=True, description="Replace the assumed uplift of bucket B's rungs and of the call by the "
+        "experiment's estimates (months final by the week; shrunk towards the assumed values).")
+    call_uplift: float = Field(default=DEFAULT_CALL_UPLIFT, description="Assumed share of would-be churners a call "
+                               "keeps, until measured: ranks the calls when call_capacity is set.")
+    call_capacity: Optional[int] = Field(
+        default=None, description="Calls per week: bucket A is the top K new contacts by expected incremental "
+        "value of a call. None: bucket A is everyone from a_threshold.")
+    exploration_share: float = Field(default=DEFAULT_EXPLORATION_SHARE, description="Share of bucket B offered a "
+                                     "random rung (stable per member and expiry), so every rung stays measured.")
 
-    def policy(self) -> ScoringPolicy:
+    def policy(self, learned: Optional[UpliftEstimate] = None) -> ScoringPolicy:
+        uplift = {b: {int(d): u for d, u in t.items()} for b, t in self.uplift.items()}
+        if learned is not None and self.learn_offer:
+            uplift = {**uplift, "B": learned.by_bucket("B")}
         return ScoringPolicy(
             a_threshold=self.a_threshold,
             b_threshold=self.b_threshold,
             ladder=tuple(self.discount_ladder),
-            uplift_by_bucket={b: {int(d): u for d, u in t.items()} for b, t in self.uplift.items()},
+            uplift_by_bucket=uplift,
             horizon_months=self.horizon_months,
+            call_capacity=self.call_capacity,
+            call_uplift=learned.call() if learned is not None and self.learn_offer else self.call_uplift,
+            exploration_share=self.exploration_share,
         )
+
+    def learned(self, evidence) -> Optional[UpliftEstimate]:
+        """The shrunk estimates from the experiment's rung rows (None when learning is off)."""
+        if not self.learn_offer:
+            return None
+        return learn_uplift(evidence, {int(d): u for d, u in self.uplift.get("B", {}).items()}, self.call_uplift)

@@ -1,0 +1,79 @@
+"""Learning the offer: shrunk uplift per rung, exploration between rungs, call capacity."""
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from churn_assets.core.buckets import ACTIONS
+from churn_assets.marketing.uplift import capacity_buckets, explore_offers, learn_uplift
+from churn_assets.scoring.offers import DEFAULT_UPLIFT
+
+
+def _rung(month, bucket, action, discount, n_t, rate_t, n_c, rate_c):
+    return dict(target_month=month, bucket=bucket, action=action, discount_pct=discount, n_treated=n_t,
+                churn_rate_treated=rate_t, n_control=n_c, churn_rate_control=rate_c)
+
+
+def test_no_evidence_gives_the_assumed_table():
+    est = learn_uplift(None, DEFAULT_UPLIFT, call_prior=0.3)
+    assert est.by_bucket("B") == DEFAULT_UPLIFT and est.call() == 0.3
+    assert est.table["weight"].eq(0).all()
+
+
+def test_strong_evidence_moves_the_estimate_weak_evidence_barely():
+    jan, feb = dt.date(2017, 1, 1), dt.date(2017, 2, 1)
+    rows = pd.DataFrame([
+        # 20 %: 40 000 treated at 0.30 vs 4 000 control at 0.40 over two months: 25 % kept, well measured
+        _rung(jan, "B", ACTIONS["B"], 20, 20_000, 0.30, 2_000, 0.40),
+        _rung(feb, "B", ACTIONS["B"], 20, 20_000, 0.30, 2_000, 0.40),
+        # 10 %: 50 vs 5 members, says 100 % kept: nearly ignored
+        _rung(jan, "B", ACTIONS["B"], 10, 50, 0.0, 5, 0.4),
+        # a call: 2 000 vs 200 at 0.5 vs 0.8
+        _rung(jan, "A", ACTIONS["A"], 0, 2_000, 0.5, 200, 0.8),
+    ])
+    est = learn_uplift(rows, DEFAULT_UPLIFT, call_prior=0.3)
+    table = est.table.set_index(["bucket", "discount_pct"])
+    assert table.loc[("B", 20), "n_treated"] == 40_000 and table.loc[("B", 20), "observed"] == pytest.approx(0.25)
+    assert est.by_bucket("B")[20] == pytest.approx(0.25, abs=0.01)          # the data, not the 0.40 assumed
+    moved = (est.by_bucket("B")[10] - DEFAULT_UPLIFT[10]) / (1.0 - DEFAULT_UPLIFT[10])
+    assert 0 < moved < 0.2                                                   # five controls say little
+    assert table.loc[("B", 10), "weight"] < 0.3 < 0.95 < table.loc[("B", 20), "weight"]
+    assert 0.3 < est.call() < 0.375 + 0.01                                  # between the prior and 1 - 0.5 / 0.8
+    assert est.by_bucket("B")[30] == DEFAULT_UPLIFT[30]                      # never offered: the prior
+
+
+def test_exploration_is_stable_and_only_for_b_members_who_can_get_a_discount():
+    n = 20_000
+    msno = pd.Series([f"m{i}" for i in range(n)])
+    expire = pd.Series([dt.date(2017, 3, 1 + i % 28) for i in range(n)])
+    buckets = np.where(np.arange(n) % 4 == 0, "C", "B").astype(object)
+    can = np.arange(n) % 10 != 0
+    discount = np.where(buckets == "B", 10, 0)
+    out, explored = explore_offers(msno, expire, buckets, discount, can, (0, 10, 20, 30), share=0.2)
+    again, _ = explore_offers(msno, expire, buckets, discount, can, (0, 10, 20, 30), share=0.2)
+    assert (out == again).all()
+    assert not explored[buckets == "C"].any() and not explored[~can].any()
+    eligible = (buckets == "B") & can
+    assert explored[eligible].mean() == pytest.approx(0.2, abs=0.01)
+    shares = pd.Series(out[explored]).value_counts(normalize=True)
+    assert set(shares.index) == {10, 20, 30} and (shares - 1 / 3).abs().max() < 0.03
+    assert (out[~explored] == discount[~explored]).all()
+    with pytest.raises(ValueError, match="exploration share"):
+        explore_offers(msno, expire, buckets, discount, can, (0, 10), share=1.5)
+
+
+def test_call_capacity_takes_the_most_valuable_new_contacts():
+    p = np.array([0.95, 0.9, 0.8, 0.75, 0.5, 0.4, 0.2, 0.9])
+    value = np.array([10.0, 100.0, 100.0, 0.0, 300.0, 100.0, 1000.0, 500.0])
+    new = np.array([True, True, True, True, True, True, True, False])
+    got = capacity_buckets(p, value, new, capacity=2, call_uplift=0.3, a_threshold=0.7, b_threshold=0.3)
+    # value of a call: 0.5 * 300 = 150 and 0.9 * 100 = 90 lead; the last member was contacted
+    # earlier this cycle and keeps its threshold bucket; 0.2 is below B
+    assert got.tolist() == ["B", "A", "B", "B", "A", "B", "C", "A"]
+    assert (got[new] == "A").sum() == 2
+    assert capacity_buckets(p, value, new, None, 0.3, 0.7, 0.3).tolist() == ["A", "A", "A", "A", "B", "B", "C", "A"]
+    with pytest.raises(ValueError, match="capacity"):
+        capacity_buckets(p, value, new, -1, 0.3, 0.7, 0.3)
