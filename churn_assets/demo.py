@@ -35,10 +35,16 @@ from churn_assets.settings import Paths, paths_from_env
 # the replay shows the model learning it and the drift settling afterwards.
 DEFAULT_WORLD = {"start": "2016-05", "months": 14, "scenarios": [("channel_shift", "2017-02")], "treatment_effect": 1.0}
 TRAIN_MONTHS, MIN_HISTORY_MONTHS = 3, 3  # the model asset's TrainConfig defaults
-# The demo's one departure from production config: Optuna gets 5 trials, not 20,
-# so a sensor-requested retune fits the demo's time budget.
 QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-DEMO_RUN_CONFIG = {"retune_job": {"ops": {"ml__churn_model": {"config": {"mode": "retune", "n_trials": 5, "timeout_s": 120.0}}}}}
+# The demo's departures from production config: Optuna gets 5 trials, not 20, so a
+# sensor-requested retune fits the demo's time budget; the call centre takes 120 calls a
+# week, so bucket A is the 120 new contacts a call is worth most on (production default:
+# everyone from the A threshold).
+DEMO_CALL_CAPACITY = 120
+DEMO_RUN_CONFIG = {
+    "retune_job": {"ops": {"ml__churn_model": {"config": {"mode": "retune", "n_trials": 5, "timeout_s": 120.0}}}},
+    "weekly_scoring_job": {"ops": {"scoring__churn_scores": {"config": {"call_capacity": DEMO_CALL_CAPACITY}}}},
+}
 
 
 @dataclass
@@ -328,8 +334,12 @@ def _fill_tables(paths: Paths, summary: DemoSummary, source: Path) -> None:
     summary.tables["online traffic: serving drift per week"] = _query(paths, """
         SELECT week_start, n_requests, compared_rows, round(drift_share, 3) AS drift_share, drifted_columns, level,
                decision FROM monitoring.serving_drift ORDER BY week_start""")
-    summary.tables[EFFECT_TRUTH_TITLE] = _effects_against_truth(paths, source)
-    oracle = _oracle_comparison(paths, source)
+    from churn_assets.monitoring.oracle_evaluation import compare_effects_with_oracle, compare_with_oracle
+
+    summary.tables[EFFECT_TRUTH_TITLE] = _against_oracle(paths, source,
+                                                         lambda con, o: compare_effects_with_oracle(con, o).round(4))
+    summary.tables[OFFER_TRUTH_TITLE] = _against_oracle(paths, source, _offers_against_truth)
+    oracle = _against_oracle(paths, source, compare_with_oracle)
     summary.tables["one-month-ahead quality against the oracle (first score of each expiry cycle)"] = oracle
     from churn_assets.monitoring.charts import demo_charts
 
@@ -388,34 +398,30 @@ def _promotions(paths: Paths, summary: DemoSummary) -> pd.DataFrame | None:
 
 EFFECT_TRUTH_TITLE = ("retention effect per bucket (control minus treated churn, 95 % interval) against the "
                       "world's true effect on the treated members")
+OFFER_TRUTH_TITLE = ("discount policy of bucket B against the truth: net revenue on the same paying members "
+                     "(learned: the uplift the experiment measured by the end; assumed: the configured table)")
 
 
-def _effects_against_truth(paths: Paths, source: Path) -> pd.DataFrame | None:
-    """Measured bucket effects beside the oracle's (evaluation code, like _oracle_comparison)."""
-    from churn_assets.monitoring.oracle_evaluation import compare_effects_with_oracle
-
+def _against_oracle(paths: Paths, source: Path, evaluate) -> pd.DataFrame | None:
+    """`evaluate(con, oracle_path)` on the warehouse and the simulator's oracle: evaluation code,
+    the system itself never reads the oracle. None without either, or before the tables it reads."""
     oracle = source / "oracle" / "renewals.parquet"
     if not (oracle.exists() and paths.duckdb_path.exists()):
         return None
     try:
         with duckdb.connect(str(paths.duckdb_path), read_only=True) as con:
-            return compare_effects_with_oracle(con, oracle).round(4)
-    except duckdb.Error:
-        return None  # no treatments or effects yet
-
-
-def _oracle_comparison(paths: Paths, source: Path) -> pd.DataFrame | None:
-    """The model's one-month-ahead AUC / log loss beside the simulator oracle's on the same
-    members (evaluation code: the system itself never reads the oracle)."""
-    try:
-        from churn_assets.monitoring.oracle_evaluation import compare_with_oracle
-    except ImportError:
-        return None
-    oracle = source / "oracle" / "renewals.parquet"
-    if not (oracle.exists() and paths.duckdb_path.exists()):
-        return None
-    try:
-        with duckdb.connect(str(paths.duckdb_path), read_only=True) as con:
-            return compare_with_oracle(con, oracle)
+            return evaluate(con, oracle)
     except duckdb.Error:
         return None
+
+
+def _offers_against_truth(con: duckdb.DuckDBPyConnection, oracle: Path) -> pd.DataFrame:
+    """The learned and the assumed offer's true net revenue beside the oracle-optimal offer's."""
+    from churn_assets.marketing.queries import read_offer_evidence
+    from churn_assets.marketing.uplift import learn_uplift
+    from churn_assets.monitoring.oracle_evaluation import compare_offers_with_oracle
+    from churn_assets.scoring.offers import DEFAULT_HORIZON_MONTHS, DEFAULT_UPLIFT
+
+    learned = learn_uplift(read_offer_evidence(con, date.max), DEFAULT_UPLIFT)
+    policies = {"learned": learned.by_bucket("B"), "assumed table": dict(DEFAULT_UPLIFT)}
+    return compare_offers_with_oracle(con, oracle, policies, DEFAULT_HORIZON_MONTHS).round(3)

@@ -77,3 +77,21 @@ def test_call_capacity_takes_the_most_valuable_new_contacts():
     assert capacity_buckets(p, value, new, None, 0.3, 0.7, 0.3).tolist() == ["A", "A", "A", "A", "B", "B", "C", "A"]
     with pytest.raises(ValueError, match="capacity"):
         capacity_buckets(p, value, new, -1, 0.3, 0.7, 0.3)
+
+
+def test_offer_policy_revenue_against_the_oracle_optimal_offer():
+    """Two members at a monthly price of 100 over 6 months (V = 600). The first stays at 0.6
+    anyway; a 10 % discount lifts it to 0.9: worth 600 * (0.9 * 0.9 - 0.6) = 126. The second
+    leaves at 0.9 and no rung moves it: any discount is lost money."""
+    from churn_assets.monitoring.oracle_evaluation import offer_policy_revenue
+
+    members = pd.DataFrame({"churn_probability": [0.5, 0.5], "monthly_price": [100.0, 100.0],
+                            "p_untreated": [0.4, 0.9], "p_discount_10": [0.1, 0.9], "p_discount_20": [0.1, 0.9],
+                            "p_discount_30": [0.1, 0.9]})
+    got = offer_policy_revenue(members, {"never": {0: 0.0, 10: 0.0, 20: 0.0, 30: 0.0},
+                                         "always 10": {0: 0.0, 10: 0.9, 20: 0.9, 30: 0.9}}, 6).set_index("policy")
+    assert got.loc["oracle-optimal", "net_revenue"] == pytest.approx(126.0)
+    assert got.loc["oracle-optimal", "offers"] == 1 and got.loc["never", "net_revenue"] == 0.0
+    # 10 % for both: +126 on the first, 600 * (0.1 * 0.9 - 0.1) = -6 on the second
+    assert got.loc["always 10", "net_revenue"] == pytest.approx(120.0)
+    assert got.loc["always 10", "vs_oracle_optimal"] == pytest.approx(120 / 126)

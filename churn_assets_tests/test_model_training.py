@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from churn_assets.core.buckets import ACTIONS
 from churn_assets.core.feature_spec import FEATURE_COLUMNS, KEY_COLUMNS
 from churn_assets.model.data import labelled_months, load_training_frame, treated_candidates
 from churn_assets.model.pyfunc import PREDICT_COLUMNS, ChurnModel
@@ -46,8 +47,9 @@ def result(world):
 
 
 def test_training_frame_leaves_out_treated_candidates(world):
-    """Rows in = rows learned + treated left out: treated cycles (by expiry, or an expiry in the
-    month) go, the control arm and the uncontacted stay; no marketing table, nothing goes."""
+    """Rows in = rows learned + treated left out: cycles an intervention reached (by expiry, or an
+    expiry in the month) go; the control arm, the baseline e-mail and the uncontacted stay; no
+    marketing table, nothing goes."""
     con, frame, _ = world
     labels = con.execute("SELECT msno, target_month, last_expire FROM features.labels WHERE target_month = ?",
                          [VALID]).df()
@@ -55,11 +57,14 @@ def test_training_frame_leaves_out_treated_candidates(world):
     assert len(month) > 300 and treated_candidates(con, [VALID]) == 0
     kept = labels[labels["msno"].isin(month["msno"])].reset_index(drop=True)
     treated_same, treated_moved, control = kept.iloc[:100], kept.iloc[100:150], kept.iloc[150:250]
+    thanked = kept.iloc[250:300]
     rows = pd.concat([
-        treated_same.assign(arm="treated", membership_expire_date=treated_same["last_expire"]),
-        treated_moved.assign(arm="treated", membership_expire_date=pd.Timestamp(VALID) + pd.Timedelta(days=27)),
-        control.assign(arm="control", membership_expire_date=control["last_expire"]),
-    ])[["msno", "membership_expire_date", "arm"]]
+        treated_same.assign(arm="treated", action=ACTIONS["A"], membership_expire_date=treated_same["last_expire"]),
+        treated_moved.assign(arm="treated", action=ACTIONS["B"],
+                             membership_expire_date=pd.Timestamp(VALID) + pd.Timedelta(days=27)),
+        control.assign(arm="control", action="none", membership_expire_date=control["last_expire"]),
+        thanked.assign(arm="treated", action=ACTIONS["C"], membership_expire_date=thanked["last_expire"]),
+    ])[["msno", "membership_expire_date", "arm", "action"]]
     con.execute("CREATE SCHEMA IF NOT EXISTS marketing")
     con.execute("CREATE TABLE marketing.treatments AS SELECT * FROM rows")
     try:
@@ -68,7 +73,7 @@ def test_training_frame_leaves_out_treated_candidates(world):
         assert len(again) == len(frame) - 150
         left = set(frame["msno"][frame["target_month"] == VALID]) - set(again["msno"][again["target_month"] == VALID])
         assert left == set(treated_same["msno"]) | set(treated_moved["msno"])
-        assert set(control["msno"]) <= set(again["msno"])
+        assert set(control["msno"]) | set(thanked["msno"]) <= set(again["msno"])
     finally:
         con.execute("DROP TABLE marketing.treatments")
 

@@ -131,16 +131,19 @@ def test_sql_on_warehouse_tables_filters_the_month():
     assert set(chosen(strict, FIRST_SCORE)) == {"m2", "m6", "m7"}
     assert late_first_scores(strict).sum() == 3
 
-    # a treated-arm action reached m1 (its expiry) and m2 (an expiry in March): left out;
-    # m3 is in the control arm and m6's treatment is for another month: both stay
+    # an intervention reached m1 (its expiry) and m2 (an expiry in March): left out; m3 is in
+    # the control arm, m6's treatment is for another month, m7 got the baseline e-mail: all stay
     con.execute("CREATE SCHEMA marketing")
     con.execute("""CREATE TABLE marketing.treatments AS SELECT * FROM (VALUES
-        ('m1', DATE '2017-03-10', 'treated'), ('m2', DATE '2017-03-18', 'treated'),
-        ('m3', DATE '2017-03-05', 'control'), ('m6', DATE '2017-04-28', 'treated'))
-        AS t(msno, membership_expire_date, arm)""")
+        ('m1', DATE '2017-03-10', 'treated', 'call to understand the pain points'),
+        ('m2', DATE '2017-03-18', 'treated', 'offer a discount'),
+        ('m3', DATE '2017-03-05', 'control', 'none'),
+        ('m6', DATE '2017-04-28', 'treated', 'offer a discount'),
+        ('m7', DATE '2017-03-31', 'treated', 'send an appreciation e-mail'))
+        AS t(msno, membership_expire_date, arm, action)""")
     untreated = lead_pairs(con, MARCH)
     assert set(chosen(untreated, FIRST_SCORE)) == set(chosen(pairs, FIRST_SCORE)) - {"m1", "m2"}
-    assert {"m3", "m6"} <= set(untreated["msno"])
+    assert {"m3", "m6", "m7"} <= set(untreated["msno"])           # control, another month, the baseline
 
 
 def test_the_month_is_judged_on_the_main_versions_headline():

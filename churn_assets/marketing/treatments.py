@@ -17,6 +17,8 @@ import hashlib
 import numpy as np
 import pandas as pd
 
+from churn_assets.core.buckets import ACTIONS
+
 TREATED, CONTROL = "treated", "control"
 ARMS: tuple[str, ...] = (TREATED, CONTROL)
 CONTROL_ACTION = "none"
@@ -32,20 +34,24 @@ TREATMENT_COLUMNS: list[str] = [
 ]
 _UNIT = float(2 ** 53)
 TREATMENTS_TABLE = "marketing.treatments"
-# A treatment reaches the candidate `l` (a features.labels row) of month M when its expiry is
+# The churn model predicts the risk under the baseline action: the thank-you e-mail everyone
+# not singled out gets (bucket C; its measured effect is in marketing.retention_effect, so the
+# assumption that it moves little is checked). Calls, discounts and reminders are interventions.
+BASELINE_ACTIONS: tuple[str, ...] = (ACTIONS["C"],)
+# An intervention reaches the candidate `l` (a features.labels row) of month M when its expiry is
 # the label's or falls in M (an expiry pulled by a cancellation after the contact still counts).
-# The churn model learns, and is judged, only where no action reached: the control arm and the
-# members nobody contacted.
 _TREATED_CANDIDATE = """EXISTS (
     SELECT 1 FROM marketing.treatments t
-    WHERE t.arm = 'treated' AND t.msno = {l}.msno
+    WHERE t.arm = 'treated' AND t.action NOT IN ({baseline}) AND t.msno = {l}.msno
       AND (t.membership_expire_date = {l}.last_expire
            OR date_trunc('month', t.membership_expire_date) = {l}.target_month))"""
 
 
 def treated_candidate_sql(label_alias: str = "l") -> str:
-    """SQL predicate: the label row `label_alias` was reached by a treated-arm action."""
-    return _TREATED_CANDIDATE.format(l=label_alias)
+    """SQL predicate: an intervention (a treated-arm action other than the baseline) reached the
+    label row `label_alias`. The churn model learns, and is judged, only where none did."""
+    baseline = ", ".join("'" + a.replace("'", "''") + "'" for a in BASELINE_ACTIONS)
+    return _TREATED_CANDIDATE.format(l=label_alias, baseline=baseline)
 
 
 def _series(values: object) -> pd.Series:

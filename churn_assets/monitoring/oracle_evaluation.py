@@ -133,3 +133,64 @@ def compare_effects_with_oracle(con: duckdb.DuckDBPyConnection, oracle_path: Pat
     treatments = con.execute("SELECT msno, membership_expire_date, bucket, arm FROM marketing.treatments").df()
     measured = con.execute("SELECT * FROM marketing.retention_effect").df()
     return effects_against_truth(measured, true_effects(treatments, oracle))
+
+
+# ---------------------------------------------------------------- the offer policy against the truth
+
+OFFER_POLICY_COLUMNS = ["policy", "members", "offers", "mean_discount_pct", "net_revenue", "vs_oracle_optimal"]
+_RUNGS = (10, 20, 30)   # the oracle's counterfactual discount rungs (p_discount_10, ...)
+
+
+def offer_policy_revenue(members: pd.DataFrame, policies: dict[str, dict[int, float]],
+                         horizon_months: float) -> pd.DataFrame:
+    """OFFER_POLICY_COLUMNS: the true net revenue of each discount policy on the same members.
+
+    `members`: churn_probability (the model's score the policy sees), monthly_price,
+    p_untreated and p_discount_10/20/30 (the oracle's truth with each rung). A policy is an
+    uplift table for offers.choose_discount; "oracle-optimal" picks each member's best rung
+    from the truth itself. Net revenue against no offer, over the horizon:
+    V * ((1 - p_d) * (1 - d) - (1 - p_untreated)), V = monthly price * horizon."""
+    from churn_assets.scoring.offers import choose_discount
+
+    value = members["monthly_price"].to_numpy(float) * horizon_months
+    stay = {0: 1.0 - members["p_untreated"].to_numpy(float)}
+    stay.update({d: 1.0 - members[f"p_discount_{d}"].to_numpy(float) for d in _RUNGS})
+    net = {d: value * (stay[d] * (1 - d / 100) - stay[0]) for d in stay}
+    table = np.column_stack([net[d] for d in (0, *_RUNGS)])
+    best = np.asarray((0, *_RUNGS))[table.argmax(axis=1)]
+    chosen = {"oracle-optimal": best}
+    for name, uplift in policies.items():
+        chosen[name] = choose_discount(members["churn_probability"].to_numpy(float),
+                                       members["monthly_price"].to_numpy(float), (0, *_RUNGS), uplift, horizon_months)
+    rows = []
+    for name, d in chosen.items():
+        revenue = float(sum(net[r][d == r].sum() for r in stay))
+        rows.append({"policy": name, "members": len(d), "offers": int((d > 0).sum()),
+                     "mean_discount_pct": float(d[d > 0].mean()) if (d > 0).any() else 0.0, "net_revenue": revenue})
+    out = pd.DataFrame(rows)
+    optimum = out.loc[out["policy"] == "oracle-optimal", "net_revenue"].iloc[0]
+    out["vs_oracle_optimal"] = out["net_revenue"] / optimum if optimum else np.nan
+    return out[OFFER_POLICY_COLUMNS]
+
+
+_OFFER_MEMBERS_SQL = """
+SELECT t.msno, t.membership_expire_date, t.churn_probability, f.last_list_price, f.last_plan_days
+FROM marketing.treatments t
+JOIN scoring.scoring_features f ON f.week_start = t.week_start AND f.msno = t.msno
+WHERE t.bucket = 'B' AND NOT t.free_or_trial
+"""
+
+
+def compare_offers_with_oracle(con: duckdb.DuckDBPyConnection, oracle_path: Path | str,
+                               policies: dict[str, dict[int, float]], horizon_months: float) -> pd.DataFrame:
+    """offer_policy_revenue on every paying bucket-B contact (both arms) whose expiry the oracle
+    knows: each policy's true net revenue on the same members."""
+    from churn_assets.scoring.offers import monthly_price
+
+    truth = pd.read_parquet(oracle_path, columns=["msno", "last_expire", "p_untreated",
+                                                  *(f"p_discount_{d}" for d in _RUNGS)])
+    members = con.execute(_OFFER_MEMBERS_SQL).df()
+    members = members.assign(last_expire=pd.to_datetime(members["membership_expire_date"]),
+                             monthly_price=monthly_price(members["last_list_price"], members["last_plan_days"]))
+    joined = members.merge(truth.assign(last_expire=pd.to_datetime(truth["last_expire"])), on=["msno", "last_expire"])
+    return offer_policy_revenue(joined, policies, horizon_months)
