@@ -14,7 +14,7 @@ import pandas as pd
 from churn_assets.defs.marketing.assets import marketing_assets
 from churn_assets.defs.scoring import assets as scoring
 from churn_assets.monitoring.charts import (
-    AUC_CHART, BUCKET_CHART, DRIFT_CHART, TITLES, demo_charts, history_charts, report_charts,
+    AUC_CHART, BUCKET_CHART, DRIFT_CHART, RETENTION_CHART, TITLES, demo_charts, history_charts, report_charts,
 )
 from churn_assets.monitoring.history import find_oracle, monitoring_history, oracle_history
 from churn_assets.settings import Paths
@@ -58,7 +58,7 @@ def test_charts_are_pngs_with_what_they_cover():
     con = duckdb.connect()
     _monitoring_tables(con)
     charts = history_charts(monitoring_history(con, through=MONDAY))
-    assert list(charts) == [DRIFT_CHART, BUCKET_CHART, AUC_CHART]
+    assert list(charts) == [DRIFT_CHART, BUCKET_CHART, AUC_CHART, RETENTION_CHART]
     assert all(c.png.startswith(PNG) and c.title == TITLES[name] for name, c in charts.items())
     assert charts[DRIFT_CHART].caption == "2 week(s), 2017-02-27 to 2017-03-06; 1 with a decision to act"
     assert charts[BUCKET_CHART].caption == "2 week(s), 2017-02-27 to 2017-03-06"
@@ -68,6 +68,23 @@ def test_charts_are_pngs_with_what_they_cover():
     empty = history_charts(monitoring_history(duckdb.connect()))
     assert all(c.png.startswith(PNG) for c in empty.values())
     assert empty[DRIFT_CHART].caption == "no week yet; 0 with a decision to act"
+    assert empty[RETENTION_CHART].caption == "months measured: none yet"
+
+
+def test_the_reduction_chart_shows_only_months_final_by_the_week():
+    from churn_assets.marketing.effect import SUMMARY_COLUMNS
+    from churn_assets.marketing.queries import EFFECT_TABLE
+    from churn_assets.sql import replace_partition
+
+    con = duckdb.connect()
+    for month in (dt.date(2017, 1, 1), dt.date(2017, 2, 1)):   # final on 2 and 30 March
+        row = pd.DataFrame({c: [0.05] for c in SUMMARY_COLUMNS if c != "target_month"}).assign(
+            target_month=month, level="month")
+        replace_partition(con, EFFECT_TABLE, row, "target_month", month, dates=["target_month"])
+    march = history_charts(monitoring_history(con, through=dt.date(2017, 3, 6)))[RETENTION_CHART]
+    april = history_charts(monitoring_history(con, through=dt.date(2017, 4, 3)))[RETENTION_CHART]
+    assert march.caption == "months measured: 2017-01" and april.caption == "months measured: 2017-01, 2017-02"
+    assert march.png.startswith(PNG) and march.png != april.png
 
 
 def test_the_oracle_is_found_and_compared_on_final_months_only(tmp_path):
@@ -113,7 +130,7 @@ def test_weekly_report_embeds_the_charts_of_weeks_up_to_its_monday(warehouse, in
 
     page = (data_dir / "reports" / "weekly" / WEEK / "churn_report.html").read_text()
     images = _images(page)
-    assert len(images) == 4 and all(i.startswith(PNG) for i in images)  # the histogram, then the three charts
+    assert len(images) == 5 and all(i.startswith(PNG) for i in images)  # the histogram, then the four charts
     with warehouse.get_connection() as con:
         expected = report_charts(con, MONDAY, Paths(data_dir))
         later = report_charts(con, WEEKS[2], Paths(data_dir))
@@ -133,6 +150,6 @@ def test_demo_charts_are_written_as_files(tmp_path):
     oracle = pd.DataFrame({"target_month": [pd.Timestamp(JANUARY), pd.Timestamp(JANUARY)], "lead_band": ["first_score", "0-6"],
                            "n_pairs": 500, "model_auc": [0.74, 0.99], "oracle_auc": [0.8, 0.8]})
     written = demo_charts(db, tmp_path / "reports" / "demo", oracle)
-    assert list(written) == [DRIFT_CHART, BUCKET_CHART, AUC_CHART]
+    assert list(written) == [DRIFT_CHART, BUCKET_CHART, AUC_CHART, RETENTION_CHART]
     assert all(p.parent == tmp_path / "reports" / "demo" and p.read_bytes().startswith(PNG) for p in written.values())
 

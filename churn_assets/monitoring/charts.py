@@ -24,15 +24,18 @@ from matplotlib.dates import DateFormatter, MonthLocator
 from matplotlib.figure import Figure
 
 from churn_assets.core.buckets import BUCKETS
+from churn_assets.marketing.effect import DEFAULT_MIN_RELATIVE_REDUCTION
 from churn_assets.monitoring.history import MonitoringHistory, find_oracle, monitoring_history
 from churn_assets.monitoring.policy import DEFAULT_RETRAIN_AT, DEFAULT_RETUNE_AT
 from churn_assets.settings import Paths
 
 DRIFT_CHART, BUCKET_CHART, AUC_CHART = "drift_share", "bucket_volumes", "auc_vs_oracle"
+RETENTION_CHART = "churn_reduction"
 TITLES = {
     DRIFT_CHART: "Drift share per week (gain-weighted) with the policy's thresholds",
     BUCKET_CHART: "Members scored per week and bucket",
     AUC_CHART: "One-month-ahead AUC per month: realised per model version vs the oracle",
+    RETENTION_CHART: "Churn-rate reduction against the control group per month, 95 % interval",
 }
 _BUCKET_COLOURS = {"A": "#d62728", "B": "#ff7f0e", "C": "#2ca02c"}
 _DECISION_COLOURS = {"retrain": "#ff7f0e", "retune": "#d62728"}
@@ -135,6 +138,32 @@ def auc_chart(performance: pd.DataFrame, oracle: pd.DataFrame) -> bytes:
     return _png(fig)
 
 
+def retention_chart(months: pd.DataFrame, threshold: float = DEFAULT_MIN_RELATIVE_REDUCTION) -> bytes:
+    """Per final month the relative churn reduction with its Fieller interval, the criterion's
+    line, and the reduction the hold-out could detect (80 % power): above the line, a month
+    cannot show the criterion whatever the actions did."""
+    fig, ax = _figure(TITLES[RETENTION_CHART])
+    if months.empty:
+        _empty(ax, "no month's labels are final and measured yet")
+        return _png(fig)
+    when = pd.to_datetime(months["target_month"])
+    value = months["relative_reduction"].astype(float) * 100
+    low = (value - months["rr_ci_low"].astype(float) * 100).clip(lower=0)
+    high = (months["rr_ci_high"].astype(float) * 100 - value).clip(lower=0)
+    ax.errorbar(when, value, yerr=[low.fillna(0), high.fillna(0)], fmt="o", capsize=4, label="measured")
+    if "detectable_reduction" in months:
+        ax.plot(when, months["detectable_reduction"].astype(float) * 100, linestyle=":", marker="x",
+                color="grey", label="detectable (80 % power)")
+    ax.axhline(threshold * 100, color="#2ca02c", linestyle="--", label=f"criterion {threshold:.0%}")
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_ylabel("% of the control's churn")
+    ax.xaxis.set_major_locator(MonthLocator())
+    ax.xaxis.set_major_formatter(DateFormatter("%Y-%m"))
+    ax.legend(fontsize="x-small")
+    fig.autofmt_xdate()
+    return _png(fig)
+
+
 def _span(days: pd.Series) -> str:
     days = sorted({pd.Timestamp(d).date() for d in days})
     return f"{len(days)} week(s), {days[0]} to {days[-1]}" if days else "no week yet"
@@ -156,6 +185,8 @@ def history_charts(history: MonitoringHistory, retrain_at: float = DEFAULT_RETRA
         BUCKET_CHART: Chart(TITLES[BUCKET_CHART], bucket_chart(history.buckets), _span(history.buckets["week_start"])),
         AUC_CHART: Chart(TITLES[AUC_CHART], auc_chart(history.performance, history.oracle),
                          f"months with final labels: {_months(history.performance['target_month'])}{oracle}"),
+        RETENTION_CHART: Chart(TITLES[RETENTION_CHART], retention_chart(history.retention),
+                               f"months measured: {_months(history.retention.get('target_month', pd.Series([])))}"),
     }
 
 
@@ -185,5 +216,6 @@ def demo_charts(duckdb_path: Path, out_dir: Path, oracle: pd.DataFrame | None = 
         history = monitoring_history(con)
     if oracle is not None and len(oracle):
         head = oracle[oracle["lead_band"] == "first_score"].reindex(columns=list(history.oracle.columns))
-        history = MonitoringHistory(history.drift, history.buckets, history.performance, head.reset_index(drop=True))
+        history = MonitoringHistory(history.drift, history.buckets, history.performance, head.reset_index(drop=True),
+                                    history.retention)
     return write_charts(history_charts(history), out_dir)

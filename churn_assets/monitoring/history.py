@@ -11,7 +11,7 @@ final on it (a re-materialised old week shows what was knowable that Monday). No
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
@@ -38,6 +38,8 @@ class MonitoringHistory:
     buckets: pd.DataFrame  # BUCKET_COLUMNS, one row per week and bucket
     performance: pd.DataFrame  # PERFORMANCE_COLUMNS: the headline (first score) per month and version
     oracle: pd.DataFrame  # ORACLE_COLUMNS: every version pooled, the same members (empty: no oracle)
+    # marketing.retention_effect month rows (effect.SUMMARY_COLUMNS) final by `through`
+    retention: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def _columns(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:
@@ -131,4 +133,14 @@ def monitoring_history(con: duckdb.DuckDBPyConnection, through: dt.date | None =
         buckets=bucket_volumes(con, through),
         performance=performance_history(con, through),
         oracle=oracle_history(con, oracle, through),
+        retention=retention_history(con, through),
     )
+
+
+def retention_history(con: duckdb.DuckDBPyConnection, through: dt.date | None = None) -> pd.DataFrame:
+    """The retention experiment's month rows whose labels were final by `through` (all: None)."""
+    from churn_assets.marketing.effect import months_final_by
+    from churn_assets.marketing.queries import read_month_summaries
+
+    rows = read_month_summaries(con)
+    return rows if through is None else months_final_by(rows, through)
