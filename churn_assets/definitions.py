@@ -16,6 +16,7 @@ from churn_assets.defs.monitoring.serving_drift import serving_drift, serving_dr
 from churn_assets.defs.resources import resources_for
 from churn_assets.defs.scoring.assets import scoring_assets
 from churn_assets.defs.scoring.jobs import scoring_jobs
+from churn_assets.defs.monitoring.schedules import monitoring_schedules
 from churn_assets.defs.scoring.schedules import scoring_schedules
 
 
@@ -27,7 +28,7 @@ def build_definitions(resources: dict | None = None) -> dg.Definitions:
         asset_checks=model_checks,
         jobs=[ingest_job, features_job, *model_jobs, *scoring_jobs, performance_job, serving_drift_job],
         sensors=[landing_sensor, build_drift_retrain_sensor(model_jobs)],
-        schedules=scoring_schedules,
+        schedules=[*scoring_schedules, *monitoring_schedules],
         resources=resources if resources is not None else resources_for(),
     )
 

@@ -138,7 +138,8 @@ def test_publish_helper_uses_the_contract_locations(tmp_path):
         assert con.execute("SELECT count(*) FROM scoring.churn_scores").fetchone() == (10,)
     assert set(PUBLISHED_TABLES) == {"scoring.churn_scores", "monitoring.drift_reports", "monitoring.drift_columns",
                                      "monitoring.model_performance", "kpi.monthly_churn", "features.labels",
-                                     "marketing.treatments", "marketing.retention_effect"}
+                                     "marketing.treatments", "marketing.retention_effect",
+                                     "monitoring.serving_drift"}
 
 
 def test_bad_names_never_reach_a_file_name_or_sql(tmp_path):

@@ -20,7 +20,7 @@ CHECKS = [
 JOBS = ["features_job", "ingest_job", "performance_job", "retune_job", "serving_drift_job", "train_job",
         "weekly_scoring_job"]
 SENSORS = ["drift_retrain_sensor", "landing_sensor"]
-SCHEDULES = ["weekly_scoring_schedule"]
+SCHEDULES = ["serving_drift_schedule", "weekly_scoring_schedule"]
 RESOURCES = ["mlflow", "registry", "smtp", "storage", "warehouse"]
 
 

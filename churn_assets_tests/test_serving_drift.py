@@ -202,3 +202,17 @@ def test_unshifted_traffic_stays_quiet_and_asks_for_nothing(world, instance):
         meta = materialize(world, instance, week)
         assert (meta["level"].value, meta["decision"].value, meta["drift_share"].value) == ("none", "none", 0.0)
     assert not tick(instance).run_requests
+
+
+def test_schedule_checks_the_week_that_just_ended():
+    """Monday 2017-03-13 07:00: the requests of 6-12 March are all logged, so that week runs."""
+    import datetime as _dt
+
+    import dagster as _dg
+
+    from churn_assets.defs.monitoring.schedules import serving_drift_schedule
+
+    assert serving_drift_schedule.cron_schedule == "0 7 * * 1"
+    context = _dg.build_schedule_context(scheduled_execution_time=_dt.datetime(2017, 3, 13, 7, tzinfo=_dt.timezone.utc))
+    request = serving_drift_schedule(context)
+    assert request.partition_key == "2017-03-06" and request.run_key == "2017-03-06"

@@ -43,6 +43,7 @@ PUBLISHED_TABLES: dict[str, str | None] = {
     "features.labels": "target_month",
     "marketing.treatments": "week_start",
     "marketing.retention_effect": "target_month",
+    "monitoring.serving_drift": "week_start",
 }
 
 ANALYTICS_DB_NAME = "analytics.duckdb"

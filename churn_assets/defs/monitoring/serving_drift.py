@@ -9,6 +9,7 @@ from functools import partial
 import dagster as dg
 from pydantic import Field
 
+from churn_assets.analytics.publish import publish
 from churn_assets.dates import week_of
 from churn_assets.defs import keys
 from churn_assets.defs.metadata import frame_metadata
@@ -81,6 +82,7 @@ def serving_drift(context: dg.AssetExecutionContext, config: ServingDriftConfig,
         verdict = sd.compare_week(requests, evidence, previous, calibrate, config, sd.html_path(storage.reports, week))
     with warehouse.get_connection() as con:
         sd.write_week(con, verdict)
+        publish(con, {sd.SERVING_DRIFT_TABLE: week}, storage.paths)
     context.log.info(sd.summary(verdict))
     version = verdict.value("model_version") or None
     return dg.MaterializeResult(metadata=serving_metadata(
