@@ -59,12 +59,15 @@ def test_training_frame_leaves_out_treated_candidates(world):
     treated_same, treated_moved, control = kept.iloc[:100], kept.iloc[100:150], kept.iloc[150:250]
     thanked = kept.iloc[250:300]
     rows = pd.concat([
-        treated_same.assign(arm="treated", action=ACTIONS["A"], membership_expire_date=treated_same["last_expire"]),
-        treated_moved.assign(arm="treated", action=ACTIONS["B"],
+        treated_same.assign(arm="treated", bucket="A", action=ACTIONS["A"], discount_pct=0,
+                            membership_expire_date=treated_same["last_expire"]),
+        treated_moved.assign(arm="treated", bucket="B", action=ACTIONS["B"], discount_pct=20,
                              membership_expire_date=pd.Timestamp(VALID) + pd.Timedelta(days=27)),
-        control.assign(arm="control", action="none", membership_expire_date=control["last_expire"]),
-        thanked.assign(arm="treated", action=ACTIONS["C"], membership_expire_date=thanked["last_expire"]),
-    ])[["msno", "membership_expire_date", "arm", "action"]]
+        control.assign(arm="control", bucket="B", action="none", discount_pct=0,
+                       membership_expire_date=control["last_expire"]),
+        thanked.assign(arm="treated", bucket="C", action=ACTIONS["C"], discount_pct=0,
+                       membership_expire_date=thanked["last_expire"]),
+    ])[["msno", "membership_expire_date", "bucket", "arm", "action", "discount_pct"]]
     con.execute("CREATE SCHEMA IF NOT EXISTS marketing")
     con.execute("CREATE TABLE marketing.treatments AS SELECT * FROM rows")
     try:
@@ -74,12 +77,17 @@ def test_training_frame_leaves_out_treated_candidates(world):
         left = set(frame["msno"][frame["target_month"] == VALID]) - set(again["msno"][again["target_month"] == VALID])
         assert left == set(treated_same["msno"]) | set(treated_moved["msno"])
         assert set(control["msno"]) | set(thanked["msno"]) <= set(again["msno"])
+        # the hold-out of A/B stands for the 150 intervened beside its 100: weight 250 / 100
+        weight = again[again["target_month"] == VALID].set_index("msno")["sample_weight"]
+        assert (weight[list(control["msno"])] == 2.5).all() and (weight.drop(list(control["msno"])) == 1.0).all()
     finally:
         con.execute("DROP TABLE marketing.treatments")
 
+
 def test_training_frame_has_contract_columns(world):
     _, frame, _ = world
-    assert list(frame.columns) == [*KEY_COLUMNS, *FEATURE_COLUMNS, "is_churn", "target_month"]
+    assert list(frame.columns) == [*KEY_COLUMNS, *FEATURE_COLUMNS, "is_churn", "target_month", "sample_weight"]
+    assert (frame["sample_weight"] == 1.0).all()                      # nobody treated: nobody weighted
     assert set(frame["target_month"]) == {*TRAIN, VALID}
     assert (frame["as_of"] == frame["target_month"]).all()
     assert len(frame) == 4 * 2500

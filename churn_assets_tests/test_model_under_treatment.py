@@ -51,8 +51,10 @@ def _treat(con: duckdb.DuckDBPyConnection, oracle: pd.DataFrame, seed: int = 1) 
     con.unregister("new_labels")
     contacted = frame[(frame["observable_churn_probability"] >= 0.3) | control]
     arm = np.where(control[contacted.index], "control", "treated")
+    bucket = np.where(contacted["observable_churn_probability"] >= 0.3, "A", "C")
     treatments = pd.DataFrame({"msno": contacted["msno"], "membership_expire_date": contacted["last_expire"],
-                               "arm": arm, "action": np.where(arm == "treated", ACTIONS["A"], "none")})
+                               "arm": arm, "bucket": bucket, "discount_pct": 0,
+                               "action": np.where(arm == "treated", ACTIONS["A"], "none")})
     con.execute("CREATE SCHEMA IF NOT EXISTS marketing")
     con.register("t", treatments)
     con.execute("CREATE TABLE marketing.treatments AS SELECT * FROM t")

@@ -135,12 +135,12 @@ def test_sql_on_warehouse_tables_filters_the_month():
     # the control arm, m6's treatment is for another month, m7 got the baseline e-mail: all stay
     con.execute("CREATE SCHEMA marketing")
     con.execute("""CREATE TABLE marketing.treatments AS SELECT * FROM (VALUES
-        ('m1', DATE '2017-03-10', 'treated', 'call to understand the pain points'),
-        ('m2', DATE '2017-03-18', 'treated', 'offer a discount'),
-        ('m3', DATE '2017-03-05', 'control', 'none'),
-        ('m6', DATE '2017-04-28', 'treated', 'offer a discount'),
-        ('m7', DATE '2017-03-31', 'treated', 'send an appreciation e-mail'))
-        AS t(msno, membership_expire_date, arm, action)""")
+        ('m1', DATE '2017-03-10', 'treated', 'A', 'call to understand the pain points', 0),
+        ('m2', DATE '2017-03-18', 'treated', 'B', 'offer a discount', 10),
+        ('m3', DATE '2017-03-05', 'control', 'B', 'none', 0),
+        ('m6', DATE '2017-04-28', 'treated', 'B', 'offer a discount', 20),
+        ('m7', DATE '2017-03-31', 'treated', 'C', 'send an appreciation e-mail', 0))
+        AS t(msno, membership_expire_date, arm, bucket, action, discount_pct)""")
     untreated = lead_pairs(con, MARCH)
     assert set(chosen(untreated, FIRST_SCORE)) == set(chosen(pairs, FIRST_SCORE)) - {"m1", "m2"}
     assert {"m3", "m6", "m7"} <= set(untreated["msno"])           # control, another month, the baseline

@@ -38,20 +38,36 @@ TREATMENTS_TABLE = "marketing.treatments"
 # not singled out gets (bucket C; its measured effect is in marketing.retention_effect, so the
 # assumption that it moves little is checked). Calls, discounts and reminders are interventions.
 BASELINE_ACTIONS: tuple[str, ...] = (ACTIONS["C"],)
-# An intervention reaches the candidate `l` (a features.labels row) of month M when its expiry is
-# the label's or falls in M (an expiry pulled by a cancellation after the contact still counts).
-_TREATED_CANDIDATE = """EXISTS (
-    SELECT 1 FROM marketing.treatments t
-    WHERE t.arm = 'treated' AND t.action NOT IN ({baseline}) AND t.msno = {l}.msno
-      AND (t.membership_expire_date = {l}.last_expire
-           OR date_trunc('month', t.membership_expire_date) = {l}.target_month))"""
+# A treatment reaches the candidate `l` (a features.labels row) of month M when its expiry is the
+# label's or falls in M (an expiry pulled by a cancellation after the contact still counts).
+_REACHES = """t.msno = {l}.msno AND (t.membership_expire_date = {l}.last_expire
+                                OR date_trunc('month', t.membership_expire_date) = {l}.target_month)"""
+# an intervention: a treated-arm action other than the baseline (a "discount" of 0 % is none)
+_INTERVENTION = """(t.arm = 'treated' AND t.action NOT IN ({baseline})
+                 AND NOT (t.action = {discount} AND coalesce(t.discount_pct, 0) = 0))"""
+# the hold-out of the buckets that get interventions: who the intervened would have been
+HELD_OUT_SQL = "(t.arm = 'control' AND t.bucket IN ('A', 'B'))"
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def intervention_sql() -> str:
+    """SQL predicate on a marketing.treatments row `t`: it is an intervention."""
+    return _INTERVENTION.format(baseline=", ".join(map(_literal, BASELINE_ACTIONS)), discount=_literal(ACTIONS["B"]))
+
+
+def reaches_sql(label_alias: str = "l") -> str:
+    """SQL join condition: the marketing.treatments row `t` reaches the label row `label_alias`."""
+    return _REACHES.format(l=label_alias)
 
 
 def treated_candidate_sql(label_alias: str = "l") -> str:
-    """SQL predicate: an intervention (a treated-arm action other than the baseline) reached the
-    label row `label_alias`. The churn model learns, and is judged, only where none did."""
-    baseline = ", ".join("'" + a.replace("'", "''") + "'" for a in BASELINE_ACTIONS)
-    return _TREATED_CANDIDATE.format(l=label_alias, baseline=baseline)
+    """SQL predicate: an intervention reached the label row `label_alias`. The churn model
+    learns, and is judged, only where none did."""
+    return (f"EXISTS (SELECT 1 FROM {TREATMENTS_TABLE} t WHERE {intervention_sql()} "
+            f"AND {reaches_sql(label_alias)})")
 
 
 def _series(values: object) -> pd.Series:

@@ -148,6 +148,8 @@ def training_fingerprint(
     months = [*sorted(train_months), valid_month]
     rows = frame[frame["target_month"].isin(months)].sort_values(["target_month", "msno"], kind="stable")
     columns = ["msno", "target_month", *FEATURE_COLUMNS, TARGET]
+    if "sample_weight" in rows and (rows["sample_weight"] != 1.0).any():  # unweighted frames keep their hash
+        columns.append("sample_weight")
     header = json.dumps(
         {"train_months": [m.isoformat() for m in months[:-1]], "valid_month": valid_month.isoformat(),
          "params": recipe(params), "seed": int(seed)},
@@ -156,6 +158,11 @@ def training_fingerprint(
     digest = hashlib.sha256(header.encode())
     digest.update(pd.util.hash_pandas_object(rows[columns], index=False).to_numpy().tobytes())
     return digest.hexdigest()[:20]
+
+
+def weights(frame: pd.DataFrame) -> np.ndarray | None:
+    """The rows' sample_weight (model.data: the hold-out standing for the intervened), if any."""
+    return frame["sample_weight"].to_numpy(float) if "sample_weight" in frame else None
 
 
 def fit_booster(
@@ -169,8 +176,10 @@ def fit_booster(
 ) -> lgb.Booster:
     """LightGBM on `fit`, early-stopped on log loss of `stop` (valid name 'early_stop')."""
     full = recipe(params)
-    train_set = lgb.Dataset(prepare_features(fit, categories), label=fit[TARGET].to_numpy(), free_raw_data=False)
-    stop_set = lgb.Dataset(prepare_features(stop, categories), label=stop[TARGET].to_numpy(), reference=train_set)
+    train_set = lgb.Dataset(prepare_features(fit, categories), label=fit[TARGET].to_numpy(), weight=weights(fit),
+                            free_raw_data=False)
+    stop_set = lgb.Dataset(prepare_features(stop, categories), label=stop[TARGET].to_numpy(), weight=weights(stop),
+                           reference=train_set)
     return lgb.train(
         lgb_params(full, seed, num_threads),
         train_set,
@@ -187,18 +196,18 @@ def refit_booster(
 ) -> lgb.Booster:
     """LightGBM on all of `frame` for a fixed number of rounds (found by early stopping before)."""
     full = recipe(params)
-    train_set = lgb.Dataset(prepare_features(frame, categories), label=frame[TARGET].to_numpy())
+    train_set = lgb.Dataset(prepare_features(frame, categories), label=frame[TARGET].to_numpy(), weight=weights(frame))
     return lgb.train(lgb_params(full, seed, num_threads), train_set, num_boost_round=max(1, int(rounds)))
 
 
-def fit_calibrator(y: np.ndarray, raw_p: np.ndarray, method: str) -> Calibrator:
+def fit_calibrator(y: np.ndarray, raw_p: np.ndarray, method: str, weight: np.ndarray | None = None) -> Calibrator:
     p = np.clip(raw_p, 1e-6, 1 - 1e-6)
     if method == "isotonic":
-        iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(p, y)
+        iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(p, y, sample_weight=weight)
         return Calibrator("isotonic", x=tuple(iso.X_thresholds_), y=tuple(iso.y_thresholds_))
     if method == "sigmoid":
         margin = np.log(p / (1 - p)).reshape(-1, 1)
-        lr = LogisticRegression(C=1e6).fit(margin, y)  # ~unregularised Platt scaling
+        lr = LogisticRegression(C=1e6).fit(margin, y, sample_weight=weight)  # ~unregularised Platt scaling
         return Calibrator("sigmoid", a=float(lr.coef_[0, 0]), b=float(lr.intercept_[0]))
     if method == "none":
         return Calibrator("none")
@@ -262,7 +271,7 @@ def train_churn_model(
     booster = fit_booster(fit, stop, categories, params, seed, num_threads=threads)
     stage1 = int(booster.best_iteration or booster.current_iteration())
     raw_stop = booster.predict(prepare_features(stop, categories), num_iteration=stage1)
-    calibrator = fit_calibrator(stop[TARGET].to_numpy(), raw_stop, params["calibration"])
+    calibrator = fit_calibrator(stop[TARGET].to_numpy(), raw_stop, params["calibration"], weights(stop))
     refit = bool(params.get("refit", True))
     if refit:
         holdout = _refit_model(train_all, categories, params, stage1, len(fit), calibrator, seed, threads)
