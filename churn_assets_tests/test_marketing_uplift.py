@@ -42,7 +42,9 @@ def test_strong_evidence_moves_the_estimate_weak_evidence_barely():
     assert 0 < moved < 0.2                                                   # five controls say little
     assert table.loc[("B", 10), "weight"] < 0.3 < 0.95 < table.loc[("B", 20), "weight"]
     assert 0.3 < est.call() < 0.375 + 0.01                                  # between the prior and 1 - 0.5 / 0.8
-    assert est.by_bucket("B")[30] == DEFAULT_UPLIFT[30]                      # never offered: the prior
+    # never offered: the assumed 0.50 at the scale the measured rungs support (0.25 / 0.40)
+    assert est.by_bucket("B")[30] == pytest.approx(DEFAULT_UPLIFT[30] * 0.25 / 0.40, abs=0.01)
+    assert table.loc[("B", 30), "weight"] == 0
 
 
 def test_exploration_is_stable_and_only_for_b_members_who_can_get_a_discount():

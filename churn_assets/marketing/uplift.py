@@ -2,9 +2,12 @@
 
 - Uplift per bucket and rung: the share of would-be churners an action keeps, i.e. the rung's
   relative churn reduction against its own control (marketing.retention_effect rung rows),
-  pooled over the months final so far. Each estimate is shrunk towards the assumed table
-  (normal prior, sd PRIOR_SD) by its own precision, so a rung with a handful of outcomes
-  moves little and a well-measured one says what it measured.
+  pooled over the months final so far. The rungs share one scale: the assumed table times the
+  factor the measured rungs support (weighted least squares through the origin), so a rung
+  rarely offered is not left at an optimistic assumption when its neighbours measured less.
+  Each estimate is then shrunk towards that scaled prior (normal, sd PRIOR_SD) by its own
+  precision: a rung with a handful of outcomes moves little, a well-measured one says what
+  it measured.
 - Exploration: a stable share of bucket-B members (hash of member and expiry) is offered a
   rung drawn at random from the ladder instead of the best one, so every rung keeps being
   measured and a rung that looks bad early can recover.
@@ -27,7 +30,7 @@ DEFAULT_CALL_UPLIFT = 0.30           # assumed until measured: a call keeps 30 %
 DEFAULT_EXPLORATION_SHARE = 0.20
 EXPLORATION_SALT = "offer-exploration-1"
 UPLIFT_COLUMNS = ["bucket", "action", "discount_pct", "n_treated", "n_control", "observed", "observed_se",
-                  "prior", "weight", "uplift"]
+                  "prior", "scaled_prior", "weight", "uplift"]
 
 
 @dataclass(frozen=True)
@@ -81,8 +84,16 @@ def learn_uplift(rungs: pd.DataFrame | None, prior: Mapping[int, float], call_pr
     known = np.isfinite(observed) & np.isfinite(se) & (rc > 0)
     weight = np.where(known, prior_sd ** 2 / (prior_sd ** 2 + np.where(known, se, 1.0) ** 2), 0.0)
     prior_values = out["prior"].to_numpy(float)
+    discounts = (out["bucket"] == "B").to_numpy() & known
+    if discounts.any():    # the ladder's common scale, from its measured rungs
+        precision = 1.0 / se[discounts] ** 2
+        scale = float(np.sum(precision * observed[discounts] * prior_values[discounts])
+                      / np.sum(precision * prior_values[discounts] ** 2))
+        prior_values = np.where((out["bucket"] == "B").to_numpy(), prior_values * np.clip(scale, 0.0, 2.0),
+                                prior_values)
     uplift = np.clip(np.where(known, weight * observed + (1 - weight) * prior_values, prior_values), 0.0, 1.0)
-    table = out.assign(n_treated=n_t.astype(int), n_control=n_c.astype(int), observed=np.where(known, observed, np.nan),
+    table = out.assign(scaled_prior=prior_values, n_treated=n_t.astype(int), n_control=n_c.astype(int),
+                       observed=np.where(known, observed, np.nan),
                        observed_se=np.where(known, se, np.nan), weight=weight, uplift=uplift)
     return UpliftEstimate(table[UPLIFT_COLUMNS].reset_index(drop=True))
 
