@@ -67,14 +67,16 @@ ORDER BY 1
 """
 
 
-def load_training_frame(con: duckdb.DuckDBPyConnection, months: list[dt.date]) -> pd.DataFrame:
-    """KEY_COLUMNS + FEATURE_COLUMNS + is_churn + target_month for the untreated candidates of
-    `months` (features as_of = first day of the month, labels of that target month), sorted by
-    month, msno."""
+def load_training_frame(con: duckdb.DuckDBPyConnection, months: list[dt.date],
+                        untreated_only: bool = True) -> pd.DataFrame:
+    """FRAME_COLUMNS for the candidates of `months` no intervention reached (all of them with
+    `untreated_only` False, every weight 1), features as_of = first day of the month, labels of
+    that target month, sorted by month, msno."""
     if not months:
         return pd.DataFrame(columns=FRAME_COLUMNS)
     cols = ", ".join(f"f.{ident(c)}" for c in [*KEY_COLUMNS, *FEATURE_COLUMNS])
-    untreated = f"AND NOT {treated_candidate_sql()}" if table_exists(con, TREATMENTS_TABLE) else ""
+    honest = untreated_only and table_exists(con, TREATMENTS_TABLE)
+    untreated = f"AND NOT {treated_candidate_sql()}" if honest else ""
     params = {"months": [as_date(m) for m in months]}
     frame = con.execute(_FRAME_SQL.format(feature_cols=cols, untreated=untreated), params).df()
     for c in ("as_of", "membership_expire_date", "target_month"):

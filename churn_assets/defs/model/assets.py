@@ -98,7 +98,9 @@ def production_model(
         if not months:
             raise dg.Failure(description="no final labelled month to run acceptance on")
         newest = months[-1]
-        frame = load_training_frame(con, [newest])
+        # two models on the same outcomes: every candidate, as the untreated alone hold too few
+        # churners for the paired test to show non-inferiority (README: the model under treatment)
+        frame = load_training_frame(con, [newest], untreated_only=False)
     # the bootstrap runs without the warehouse lock
     decision = registry.acceptance(version, frame, newest, **config.settings())
     with warehouse.get_connection() as con:
