@@ -201,8 +201,10 @@ def replay_mondays(months: list[date]) -> list[date]:
 
 
 def run_demo(members: int = 20_000, seed: int = 7, reset: bool = True, world: dict | None = None,
-             instance: dg.DagsterInstance | None = None, run_config: dict[str, dict] | None = None) -> DemoSummary:
-    """Replay a world Monday by Monday; `run_config` (job name -> run config) replaces DEMO_RUN_CONFIG.
+             instance: dg.DagsterInstance | None = None, run_config: dict[str, dict] | None = None,
+             online_traffic: bool = True) -> DemoSummary:
+    """Replay a world Monday by Monday; `run_config` (job name -> run config) replaces DEMO_RUN_CONFIG;
+    `online_traffic` False skips the weekly online requests and their serving drift.
 
     Time-true: on each Monday the landing area holds only what had happened before it
     (DropCutter), the sensors see that, labels count once final by the data's watermark,
@@ -276,7 +278,7 @@ def run_demo(members: int = 20_000, seed: int = 7, reset: bool = True, world: di
             t = time.perf_counter()
             replay.run("weekly_scoring_job", monday.isoformat())
             summary.phases["weekly scoring + drift"] += time.perf_counter() - t
-            if replay.has_job("serving_drift_job"):
+            if online_traffic and replay.has_job("serving_drift_job"):
                 t = time.perf_counter()
                 replay_scored_week(paths, monday)  # a sample of the week's scored members as online requests
                 replay.run("serving_drift_job", monday.isoformat())

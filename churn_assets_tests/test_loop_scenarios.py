@@ -37,7 +37,8 @@ RUN_CONFIG = {
 
 def _replay(months, scenarios):
     with dg.instance_for_test() as instance:
-        summary = run_demo(members=MEMBERS, seed=5, instance=instance, run_config=RUN_CONFIG,
+        # online traffic has its own tests (test_serving_*): leaving it out saves ~2 min here
+        summary = run_demo(members=MEMBERS, seed=5, instance=instance, run_config=RUN_CONFIG, online_traffic=False,
                            world={"start": "2016-05", "months": months, "scenarios": scenarios})
     with duckdb.connect(str(paths_from_env().duckdb_path), read_only=True) as con:
         weeks = con.execute("SELECT week_start::VARCHAR AS week_start, model_version, drift_share, level, decision "

@@ -150,7 +150,8 @@ def retention_chart(months: pd.DataFrame, threshold: float = DEFAULT_MIN_RELATIV
     value = months["relative_reduction"].astype(float) * 100
     low = (value - months["rr_ci_low"].astype(float) * 100).clip(lower=0)
     high = (months["rr_ci_high"].astype(float) * 100 - value).clip(lower=0)
-    ax.errorbar(when, value, yerr=[low.fillna(0), high.fillna(0)], fmt="o", capsize=4, label="measured")
+    ax.errorbar(when.to_numpy(), value.to_numpy(), yerr=[low.fillna(0).to_numpy(), high.fillna(0).to_numpy()],
+                fmt="o", capsize=4, label="measured")
     if "detectable_reduction" in months:
         ax.plot(when, months["detectable_reduction"].astype(float) * 100, linestyle=":", marker="x",
                 color="grey", label="detectable (80 % power)")

@@ -2,9 +2,9 @@
 
 Only for synthetic worlds, and only here: the oracle (oracle/renewals.parquet: msno,
 target_month, last_expire, true_churn_probability, is_churn) holds the probability the
-simulator drew each renewal from, the best any model could score. The system itself never
-reads it (a real deployment has no such truth); the demo summary and bench_model do, through
-this module.
+simulator drew each renewal from, the best any model could score. No decision of the system
+reads it (a real deployment has no such truth); the demo summary, bench_model and the weekly
+report's AUC-vs-oracle chart (monitoring.history.find_oracle) do, for evaluation only.
 
 The comparison is made on the SAME pairs the model is judged on (performance.lead_pairs):
 per target month and lead band, the model's scores and the oracle's probabilities of the
