@@ -73,9 +73,9 @@ def _stop(proc: subprocess.Popen) -> None:
             continue
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    root = tmp_path_factory.mktemp("serving")
+def toy_production(root: Path) -> tuple[str, str, pd.DataFrame, object]:
+    """(tracking URI, version, training frame, model): a real MLflow store under `root` whose
+    production alias is a small model trained on a toy world (the months in MONTHS)."""
     uri, artifacts = fresh_mlflow_store(root / "mlflow")
     with duckdb.connect(str(root / "churn.duckdb")) as con:
         write_toy_world(con, MONTHS, 1500, seed=5)
@@ -83,6 +83,13 @@ def served(tmp_path_factory):
     result = train_churn_model(frame, {"n_estimators": 60}, MONTHS[:3], MONTHS[3])
     logged = log_training(result, uri, artifacts)
     MlflowClient(uri).set_registered_model_alias(MODEL_NAME, PRODUCTION, logged.version)
+    return uri, str(logged.version), frame, result.model
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    root = tmp_path_factory.mktemp("serving")
+    uri, _, frame, model = toy_production(root)
 
     port = _free_port()
     env = {**os.environ, "CHURN_DATA_DIR": str(root), "MLFLOW_TRACKING_URI": uri,
@@ -104,7 +111,7 @@ def served(tmp_path_factory):
             assert time.monotonic() < deadline, f"no /ping in {STARTUP_TIMEOUT_S} s: {Path(log.name).read_text()[-3000:]}"
             time.sleep(0.3)
         rows = frame[frame["target_month"] == MONTHS[3]].head(40).reset_index(drop=True)
-        yield {"base": base, "rows": rows, "model": result.model, "pid": proc.pid}
+        yield {"base": base, "rows": rows, "model": model, "pid": proc.pid}
     finally:
         _stop(proc)
         log.close()

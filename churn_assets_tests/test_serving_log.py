@@ -21,21 +21,15 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from mlflow.tracking import MlflowClient
 
 from churn_assets.core.feature_spec import CATEGORICAL_COLUMNS, FEATURE_COLUMNS
-from churn_assets.model.data import load_training_frame
-from churn_assets.model.mlflow_logging import log_training
-from churn_assets.model.names import MODEL_NAME, PRODUCTION
-from churn_assets.model.training import train_churn_model
 from churn_assets.model.versions import load_production
 from churn_assets.monitoring.serving_log import (
     LOG_COLUMNS, RESPONSE_COLUMNS, ServingLog, log_files, loggable_inputs, predict_and_log, read_log,
     remove_stale_temp_files, replay_requests, replay_scored_week, retention_days_from_env,
 )
-from churn_assets_tests.test_model_support import fresh_mlflow_store
-from churn_assets_tests.test_serving import STARTUP_TIMEOUT_S, _free_port, _post, _split, _stop
-from churn_assets_tests.toy_world import toy_month, write_toy_world
+from churn_assets_tests.test_serving import STARTUP_TIMEOUT_S, _free_port, _post, _split, _stop, toy_production
+from churn_assets_tests.toy_world import toy_month
 
 MONTHS = [dt.date(2017, m, 1) for m in range(1, 5)]
 SECRET = "sk-live-DO-NOT-LOG-4242"
@@ -183,15 +177,9 @@ def test_a_writer_killed_before_the_rename_leaves_no_parquet_and_its_temp_is_cle
 def store(tmp_path_factory):
     """A registry whose production alias is a toy model, and rows to send it."""
     root = tmp_path_factory.mktemp("serving_log")
-    uri, artifacts = fresh_mlflow_store(root / "mlflow")
-    with duckdb.connect(str(root / "churn.duckdb")) as con:
-        write_toy_world(con, MONTHS, 1500, seed=5)
-        frame = load_training_frame(con, MONTHS)
-    result = train_churn_model(frame, {"n_estimators": 60}, MONTHS[:3], MONTHS[3])
-    logged = log_training(result, uri, artifacts)
-    MlflowClient(uri).set_registered_model_alias(MODEL_NAME, PRODUCTION, logged.version)
+    uri, version, frame, _ = toy_production(root)
     rows = frame[frame["target_month"] == MONTHS[3]].reset_index(drop=True)[["msno", *FEATURE_COLUMNS]]
-    return {"root": root, "uri": uri, "version": str(logged.version), "rows": rows}
+    return {"root": root, "uri": uri, "version": version, "rows": rows}
 
 
 def start_server(data_dir: Path, uri: str) -> tuple[subprocess.Popen, str]:

@@ -5,11 +5,7 @@ import os
 import dagster as dg
 
 from churn_assets.defs.monitoring.serving_drift import serving_drift_job
-
-
-def previous_monday(moment: dt.datetime) -> str:
-    day = moment.date()
-    return (day - dt.timedelta(days=day.weekday() + 7)).isoformat()
+from churn_assets.defs.scoring.schedules import monday_of
 
 
 @dg.schedule(
@@ -20,7 +16,7 @@ def previous_monday(moment: dt.datetime) -> str:
     description="Mondays 07:00 (CHURN_TIMEZONE): drift of the online requests logged in the week that just ended.",
 )
 def serving_drift_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-    key = previous_monday(context.scheduled_execution_time)
+    key = (dt.date.fromisoformat(monday_of(context.scheduled_execution_time)) - dt.timedelta(weeks=1)).isoformat()
     return dg.RunRequest(run_key=key, partition_key=key)
 
 

@@ -8,7 +8,7 @@ from churn_assets.defs.partitions import weekly_partitions
 from churn_assets.defs.scoring.jobs import weekly_scoring_job
 
 
-def _monday_of(moment: dt.datetime) -> str:
+def monday_of(moment: dt.datetime) -> str:
     day = moment.date()
     return (day - dt.timedelta(days=day.weekday())).isoformat()
 
@@ -23,7 +23,7 @@ def _monday_of(moment: dt.datetime) -> str:
 def weekly_scoring_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     # the week that starts today, scored as of today (not the week that just ended);
     # that needs weekly_partitions(end_offset=1), else today's week is not a partition yet
-    key = _monday_of(context.scheduled_execution_time)
+    key = monday_of(context.scheduled_execution_time)
     with dg.partition_loading_context(effective_dt=context.scheduled_execution_time):
         exists = weekly_partitions.has_partition_key(key)
     if not exists:
