@@ -401,7 +401,8 @@ def _promotions(paths: Paths, summary: DemoSummary) -> pd.DataFrame | None:
 EFFECT_TRUTH_TITLE = ("retention effect per bucket (control minus treated churn, 95 % interval) against the "
                       "world's true effect on the treated members")
 OFFER_TRUTH_TITLE = ("discount policy of bucket B against the truth: net revenue on the same paying members "
-                     "(learned: the uplift the experiment measured by the end; assumed: the configured table)")
+                     "(learned per member: marketing.offer_model fitted on the outcomes final by the end; learned "
+                     "rung table: the shrunk uplift per rung; assumed: the configured table)")
 
 
 def _against_oracle(paths: Paths, source: Path, evaluate) -> pd.DataFrame | None:
@@ -419,11 +420,17 @@ def _against_oracle(paths: Paths, source: Path, evaluate) -> pd.DataFrame | None
 
 def _offers_against_truth(con: duckdb.DuckDBPyConnection, oracle: Path) -> pd.DataFrame:
     """The learned and the assumed offer's true net revenue beside the oracle-optimal offer's."""
-    from churn_assets.marketing.queries import read_offer_evidence
+    from churn_assets.marketing.offer_model import fit_offer_model
+    from churn_assets.marketing.queries import read_offer_evidence, read_offer_outcomes
     from churn_assets.marketing.uplift import learn_uplift
     from churn_assets.monitoring.oracle_evaluation import compare_offers_with_oracle
-    from churn_assets.scoring.offers import DEFAULT_HORIZON_MONTHS, DEFAULT_UPLIFT
+    from churn_assets.scoring.offers import DEFAULT_HORIZON_MONTHS, DEFAULT_LADDER, DEFAULT_UPLIFT
 
     learned = learn_uplift(read_offer_evidence(con, date.max), DEFAULT_UPLIFT)
-    policies = {"learned": learned.by_bucket("B"), "assumed table": dict(DEFAULT_UPLIFT)}
+    model = fit_offer_model(read_offer_outcomes(con, date.max), DEFAULT_LADDER)
+    policies = {"learned per member": None if model is None else lambda m: model.choose(
+                    m["churn_probability"], m["active_days_30d"], m["monthly_price"], DEFAULT_LADDER,
+                    DEFAULT_HORIZON_MONTHS),
+                "learned rung table": learned.by_bucket("B"), "assumed table": dict(DEFAULT_UPLIFT)}
+    policies = {name: policy for name, policy in policies.items() if policy is not None}
     return compare_offers_with_oracle(con, oracle, policies, DEFAULT_HORIZON_MONTHS).round(3)

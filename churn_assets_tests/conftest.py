@@ -8,6 +8,16 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+# The replays are the longest tests by far: collected first, test workers (pytest-xdist, one
+# file per worker at a time) start them first and finish together instead of waiting on them.
+LONGEST_FIRST = ("test_loop_shift_world.py", "test_loop_stationary_world.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
+
 TINY_WORLD = {"members": 3_000, "start": "2016-07", "months": 8, "seed": 11, "scenarios": [("none", "2016-07")]}
 
 

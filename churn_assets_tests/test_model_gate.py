@@ -97,3 +97,32 @@ def test_bad_inputs_are_refused():
         G.non_inferiority(np.zeros(10), np.full(10, 0.1), np.full(10, 0.2))
     with pytest.raises(ValueError, match="same length"):
         G.non_inferiority(np.r_[0.0, 1.0], np.r_[0.1], np.r_[0.1, 0.2])
+
+
+def test_integer_weights_give_the_metrics_of_the_repeated_rows(world):
+    """A row of weight k counts as k copies of it: the weighted point estimates are those of
+    the expanded rows (what the hold-out's inverse-probability weights stand for)."""
+    y, incumbent, rng = world
+    challenger = np.clip(incumbent + rng.normal(0, 0.05, N), 1e-4, 1 - 1e-4)
+    w = rng.integers(0, 4, N).astype(float)
+    rows = np.repeat(np.arange(N), w.astype(int))
+    r = G.non_inferiority(y, challenger, incumbent, weights=w, n_bootstrap=50)
+    assert r.delta_auc == pytest.approx(roc_auc_score(y[rows], challenger[rows]) - roc_auc_score(y[rows], incumbent[rows]),
+                                        abs=1e-12)
+    expanded = G.row_log_loss(y[rows], challenger[rows]) - G.row_log_loss(y[rows], incumbent[rows])
+    assert r.delta_log_loss == pytest.approx(expanded.mean(), abs=1e-12)
+    assert G.weighted_auc_log_loss(y, incumbent, w)[0] == pytest.approx(roc_auc_score(y[rows], incumbent[rows]), abs=1e-12)
+
+
+def test_weights_decide_where_the_models_differ(world):
+    """A challenger worse only on the rows that stand for many members (weight 10) passes
+    unweighted and is refused once those rows weigh what they stand for."""
+    y, incumbent, rng = world
+    heavy = np.random.default_rng(7).random(N) < 0.05
+    logit = np.log(incumbent / (1 - incumbent))
+    challenger = np.where(heavy, 1 / (1 + np.exp(-(logit + rng.normal(0, 0.5, N)))), incumbent)
+    w = np.where(heavy, 10.0, 1.0)
+    assert G.non_inferiority(y, challenger, incumbent).passed
+    assert not G.non_inferiority(y, challenger, incumbent, weights=w).passed
+    with pytest.raises(ValueError, match="weights"):
+        G.non_inferiority(y, challenger, incumbent, weights=-w)

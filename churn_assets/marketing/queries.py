@@ -116,3 +116,22 @@ def read_offer_evidence(con: duckdb.DuckDBPyConnection, week: dt.date) -> pd.Dat
         return None
     rows = con.execute(f"SELECT * FROM {ident(EFFECT_TABLE)} WHERE level = 'rung' ORDER BY target_month").df()
     return rows[[final_on(as_date(m)) <= week for m in rows["target_month"]]]
+
+
+def read_offer_outcomes(con: duckdb.DuckDBPyConnection, week: dt.date) -> pd.DataFrame | None:
+    """offer_model.EVIDENCE_COLUMNS of the paying bucket-B contacts of both arms (the control's
+    discount_pct 0) whose labels were final by `week`: the score and listening of the contact
+    week, the discount received, the label of the cycle. None before the tables exist."""
+    from churn_assets.features.labels import final_on
+
+    if not all(table_exists(con, t) for t in (TREATMENTS_TABLE, LABELS_TABLE, FEATURES_TABLE)):
+        return None
+    rows = con.execute(f"""
+        SELECT t.churn_probability, CASE WHEN t.arm = 'control' THEN 0 ELSE coalesce(t.discount_pct, 0) END
+                   AS discount_pct, f.active_days_30d, l.is_churn, l.target_month
+        FROM {ident(TREATMENTS_TABLE)} AS t
+        JOIN {ident(LABELS_TABLE)} AS l ON l.msno = t.msno AND l.last_expire = t.membership_expire_date
+        JOIN {ident(FEATURES_TABLE)} AS f ON f.week_start = t.week_start AND f.msno = t.msno
+        WHERE t.bucket = 'B' AND NOT t.free_or_trial
+        ORDER BY t.week_start, t.msno""").df()
+    return rows[[final_on(as_date(m)) <= week for m in rows["target_month"]]].reset_index(drop=True)

@@ -8,6 +8,9 @@
   Each estimate is then shrunk towards that scaled prior (normal, sd PRIOR_SD) by its own
   precision: a rung with a handful of outcomes moves little, a well-measured one says what
   it measured.
+- Per member: once enough outcomes are final, bucket B's discount comes from
+  marketing.offer_model (a logistic model of the outcomes on score, listening and rung)
+  instead of this table; the table still ranks the calls and is reported beside it.
 - Exploration: a stable share of bucket-B members (hash of member and expiry) is offered a
   rung drawn at random from the ladder instead of the best one, so every rung keeps being
   measured and a rung that looks bad early can recover.
@@ -23,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from churn_assets.core.buckets import ACTIONS, assign_buckets
+from churn_assets.marketing.offer_model import OfferModel
 from churn_assets.marketing.treatments import hash_unit
 
 PRIOR_SD = 0.25
@@ -36,6 +40,7 @@ UPLIFT_COLUMNS = ["bucket", "action", "discount_pct", "n_treated", "n_control", 
 @dataclass(frozen=True)
 class UpliftEstimate:
     table: pd.DataFrame  # UPLIFT_COLUMNS, one row per bucket x rung with a prior or evidence
+    model: OfferModel | None = None  # bucket B's discount per member, once enough outcomes are final
 
     def by_bucket(self, bucket: str = "B") -> dict[int, float]:
         """{discount_pct: uplift} of the bucket's discount rungs, 0 % keeping nobody."""

@@ -9,6 +9,9 @@
   ΔAUC = AUC_c - AUC_i and Δlog loss = LL_c - LL_i rule out a loss bigger than the margins.
   Resamples are drawn as row counts (B x n) and AUC is the weighted rank statistic,
   so there is no Python loop over rows or resamples (only over memory-sized chunks).
+- Optional row weights (model.data's inverse-probability weights: the randomised hold-out of
+  the intervened buckets standing for the members an action reached) make both metrics
+  estimates for the whole population; each resample's row weight is count x weight.
 """
 from __future__ import annotations
 
@@ -133,17 +136,38 @@ class NonInferiority:
         )
 
 
+def row_weights(weights: np.ndarray | None, n: int) -> np.ndarray:
+    """The rows' weights (None: all 1); ValueError unless finite, non-negative and not all 0."""
+    if weights is None:
+        return np.ones(n)
+    w = np.asarray(weights, dtype=float)
+    if w.shape != (n,) or not np.isfinite(w).all() or (w < 0).any() or not w.sum() > 0:
+        raise ValueError("weights must be one finite, non-negative value per row, not all zero")
+    return w
+
+
+def weighted_auc_log_loss(y: np.ndarray, p: np.ndarray, weights: np.ndarray | None = None) -> tuple[float, float]:
+    """(AUC, log loss) of `p`, each row weighing its weight (None: 1)."""
+    y, (p,) = _check(y, p)
+    w = row_weights(weights, len(y))
+    return float(weighted_auc(w[None, :], y, p)[0]), float(np.average(row_log_loss(y, p), weights=w))
+
+
 def bootstrap_deltas(
-    y: np.ndarray, p_challenger: np.ndarray, p_incumbent: np.ndarray, n_bootstrap: int = N_BOOTSTRAP, seed: int = 0
+    y: np.ndarray, p_challenger: np.ndarray, p_incumbent: np.ndarray, n_bootstrap: int = N_BOOTSTRAP, seed: int = 0,
+    weights: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(ΔAUC, Δlog loss) on `n_bootstrap` paired resamples of the rows (fixed `seed`)."""
+    """(ΔAUC, Δlog loss) on `n_bootstrap` paired resamples of the rows (fixed `seed`), each
+    row weighing its bootstrap count x its weight (None: 1)."""
     y, (pc, pi) = _check(y, p_challenger, p_incumbent)
     n = len(y)
+    w = row_weights(weights, n)
     dll_rows = row_log_loss(y, pc) - row_log_loss(y, pi)
     d_auc, d_ll = [], []
     for counts in bootstrap_counts(n, n_bootstrap, seed):
+        counts *= w
         d_auc.append(weighted_auc(counts, y, pc) - weighted_auc(counts, y, pi))
-        d_ll.append(counts @ dll_rows / n)
+        d_ll.append(counts @ dll_rows / counts.sum(axis=1))
     return np.concatenate(d_auc), np.concatenate(d_ll)
 
 
@@ -156,18 +180,21 @@ def non_inferiority(
     n_bootstrap: int = N_BOOTSTRAP,
     seed: int = 0,
     confidence: float = CONFIDENCE,
+    weights: np.ndarray | None = None,
 ) -> NonInferiority:
     """The challenger is non-inferior when the lower `confidence` bound of ΔAUC is above
     -auc_margin and the upper bound of Δlog loss is below +log_loss_margin (percentile
-    bootstrap, two-sided interval: each bound is a one-sided test at (1 - confidence) / 2)."""
+    bootstrap, two-sided interval: each bound is a one-sided test at (1 - confidence) / 2).
+    With `weights`, both deltas are the weighted (population) metrics."""
     if not 0 < confidence < 1 or n_bootstrap < 1:
         raise ValueError("confidence must be in (0, 1) and n_bootstrap >= 1")
     y, (pc, pi) = _check(y, p_challenger, p_incumbent)
-    d_auc, d_ll = bootstrap_deltas(y, pc, pi, n_bootstrap, seed)
+    w = row_weights(weights, len(y))
+    d_auc, d_ll = bootstrap_deltas(y, pc, pi, n_bootstrap, seed, w)
     tail = 100 * (1 - confidence) / 2
     auc_low, auc_high = np.nanpercentile(d_auc, [tail, 100 - tail])
     ll_low, ll_high = np.nanpercentile(d_ll, [tail, 100 - tail])
-    ones = np.ones((1, len(y)))
+    ones = w[None, :]
     return NonInferiority(
         passed=bool(auc_low > -auc_margin and ll_high < log_loss_margin),
         n=len(y),
@@ -176,7 +203,7 @@ def non_inferiority(
         delta_auc=float(weighted_auc(ones, y, pc)[0] - weighted_auc(ones, y, pi)[0]),
         delta_auc_low=float(auc_low),
         delta_auc_high=float(auc_high),
-        delta_log_loss=float(np.mean(row_log_loss(y, pc) - row_log_loss(y, pi))),
+        delta_log_loss=float(np.average(row_log_loss(y, pc) - row_log_loss(y, pi), weights=w)),
         delta_log_loss_low=float(ll_low),
         delta_log_loss_high=float(ll_high),
         auc_margin=auc_margin,

@@ -169,6 +169,15 @@ def _incumbent_predictions(
                   "on data it learned")
 
 
+def population_weights(rows: pd.DataFrame, frame: pd.DataFrame | None) -> np.ndarray:
+    """Each validation row's sample_weight in `frame` (model.data: the hold-out of the intervened
+    buckets standing for the members an action reached), 1 where the frame has none."""
+    if frame is None or "sample_weight" not in frame or frame.empty:
+        return np.ones(len(rows))
+    weight = frame.drop_duplicates("msno").set_index("msno")["sample_weight"]
+    return weight.reindex(rows["msno"]).fillna(1.0).to_numpy(float)
+
+
 def acceptance(
     client: MlflowClient,
     version: str,
@@ -228,13 +237,17 @@ def acceptance(
                                f"have a prediction from {source}")
             else:
                 yp, pc, pi = y[paired], challenger["churn_probability"].to_numpy()[paired], p_inc.to_numpy()[paired]
-                result = gate.non_inferiority(yp, pc, pi, auc_margin, log_loss_margin, n_bootstrap, seed, confidence)
-                mine, prod = evaluate(yp, pc), evaluate(yp, pi)
-                details.update(challenger_auc=mine["auc"], challenger_log_loss=mine["log_loss"],
-                               incumbent_auc=prod["auc"], incumbent_log_loss=prod["log_loss"],
+                wp = population_weights(challenger, frame)[paired]
+                result = gate.non_inferiority(yp, pc, pi, auc_margin, log_loss_margin, n_bootstrap, seed, confidence,
+                                              weights=wp)
+                (auc_c, ll_c), (auc_i, ll_i) = (gate.weighted_auc_log_loss(yp, p, wp) for p in (pc, pi))
+                details.update(challenger_auc=auc_c, challenger_log_loss=ll_c, incumbent_auc=auc_i,
+                               incumbent_log_loss=ll_i, weighted=bool((wp != 1.0).any()),
                                delta_auc_low=result.delta_auc_low, delta_log_loss_high=result.delta_log_loss_high)
                 verdict = "non-inferior to" if result.passed else "inferior to"
-                reasons.append(f"{verdict} production v{incumbent} on {month} ({source}): {result.describe()}")
+                weighting = ", hold-out weighted for the intervened" if details["weighted"] else ""
+                reasons.append(f"{verdict} production v{incumbent} on {month} ({source}{weighting}): "
+                               f"{result.describe()}")
     passed = not reasons or (result is not None and result.passed)
     if passed and not promote(client, version, PRODUCTION):
         passed, reasons = False, ["the version lost its gate.automated=passed tag before promotion"]

@@ -17,6 +17,7 @@ only chooses which members are compared.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import duckdb
@@ -137,18 +138,21 @@ def compare_effects_with_oracle(con: duckdb.DuckDBPyConnection, oracle_path: Pat
 
 # ---------------------------------------------------------------- the offer policy against the truth
 
+# an uplift table {discount %: share kept}, or members -> each member's discount %
+OfferPolicy = Mapping[int, float] | Callable[[pd.DataFrame], np.ndarray]
 OFFER_POLICY_COLUMNS = ["policy", "members", "offers", "mean_discount_pct", "net_revenue", "vs_oracle_optimal"]
 _RUNGS = (10, 20, 30)   # the oracle's counterfactual discount rungs (p_discount_10, ...)
 
 
-def offer_policy_revenue(members: pd.DataFrame, policies: dict[str, dict[int, float]],
+def offer_policy_revenue(members: pd.DataFrame, policies: dict[str, OfferPolicy],
                          horizon_months: float) -> pd.DataFrame:
     """OFFER_POLICY_COLUMNS: the true net revenue of each discount policy on the same members.
 
     `members`: churn_probability (the model's score the policy sees), monthly_price,
-    p_untreated and p_discount_10/20/30 (the oracle's truth with each rung). A policy is an
-    uplift table for offers.choose_discount; "oracle-optimal" picks each member's best rung
-    from the truth itself. Net revenue against no offer, over the horizon:
+    active_days_30d, p_untreated and p_discount_10/20/30 (the oracle's truth with each rung).
+    A policy is an uplift table for offers.choose_discount, or a function of `members` giving
+    each member's discount (marketing.offer_model); "oracle-optimal" picks each member's best
+    rung from the truth itself. Net revenue against no offer, over the horizon:
     V * ((1 - p_d) * (1 - d) - (1 - p_untreated)), V = monthly price * horizon."""
     from churn_assets.scoring.offers import choose_discount
 
@@ -159,9 +163,10 @@ def offer_policy_revenue(members: pd.DataFrame, policies: dict[str, dict[int, fl
     table = np.column_stack([net[d] for d in (0, *_RUNGS)])
     best = np.asarray((0, *_RUNGS))[table.argmax(axis=1)]
     chosen = {"oracle-optimal": best}
-    for name, uplift in policies.items():
-        chosen[name] = choose_discount(members["churn_probability"].to_numpy(float),
-                                       members["monthly_price"].to_numpy(float), (0, *_RUNGS), uplift, horizon_months)
+    for name, policy in policies.items():
+        chosen[name] = (np.asarray(policy(members), dtype=int) if callable(policy) else
+                        choose_discount(members["churn_probability"].to_numpy(float),
+                                        members["monthly_price"].to_numpy(float), (0, *_RUNGS), policy, horizon_months))
     rows = []
     for name, d in chosen.items():
         revenue = float(sum(net[r][d == r].sum() for r in stay))
@@ -174,7 +179,7 @@ def offer_policy_revenue(members: pd.DataFrame, policies: dict[str, dict[int, fl
 
 
 _OFFER_MEMBERS_SQL = """
-SELECT t.msno, t.membership_expire_date, t.churn_probability, f.last_list_price, f.last_plan_days
+SELECT t.msno, t.membership_expire_date, t.churn_probability, f.last_list_price, f.last_plan_days, f.active_days_30d
 FROM marketing.treatments t
 JOIN scoring.scoring_features f ON f.week_start = t.week_start AND f.msno = t.msno
 WHERE t.bucket = 'B' AND NOT t.free_or_trial
@@ -182,7 +187,7 @@ WHERE t.bucket = 'B' AND NOT t.free_or_trial
 
 
 def compare_offers_with_oracle(con: duckdb.DuckDBPyConnection, oracle_path: Path | str,
-                               policies: dict[str, dict[int, float]], horizon_months: float) -> pd.DataFrame:
+                               policies: dict[str, OfferPolicy], horizon_months: float) -> pd.DataFrame:
     """offer_policy_revenue on every paying bucket-B contact (both arms) whose expiry the oracle
     knows: each policy's true net revenue on the same members."""
     from churn_assets.scoring.offers import monthly_price

@@ -18,7 +18,8 @@ discount pays). Ties go to the smaller discount.
 
 Assumptions, stated so they can be challenged:
 - uplift is a flat rate per discount level, the same for every member of a bucket
-  (an estimate until an A/B test measures it); it is configuration.
+  (an estimate until an A/B test measures it; configuration), or a share per member
+  and level once marketing.offer_model has learned one from the experiment;
 - every member offered the discount takes it, churners and stayers alike, and the
   discount applies for the whole horizon;
 - a retained churner stays the full horizon; no other costs (contact, cannibalisation);
@@ -49,7 +50,7 @@ def _validate(ladder: Sequence[int], uplift: Mapping[int, float], horizon_months
     missing = [int(x) for x in d if int(x) not in uplift]
     if missing:
         raise ValueError(f"uplift table has no entry for discount(s) {missing}")
-    bad = {k: v for k, v in uplift.items() if not 0.0 <= v <= 1.0}
+    bad = {k: v for k, v in uplift.items() if np.any((np.asarray(v, dtype=float) < 0) | (np.asarray(v, dtype=float) > 1))}
     if bad:
         raise ValueError(f"uplift values must be shares in [0, 1], got {bad}")
     if horizon_months <= 0:
@@ -61,17 +62,19 @@ def discount_margins(
     p: np.ndarray,
     monthly_price: np.ndarray,
     ladder: Sequence[int] = DEFAULT_LADDER,
-    uplift: Mapping[int, float] = DEFAULT_UPLIFT,
+    uplift: Mapping[int, float | np.ndarray] = DEFAULT_UPLIFT,
     horizon_months: float = DEFAULT_HORIZON_MONTHS,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(sorted ladder, margins of shape (n, len(ladder))) in money, relative to no discount."""
     d = _validate(ladder, uplift, horizon_months)
     p = np.asarray(p, dtype=float)[:, None]
     value = np.nan_to_num(np.asarray(monthly_price, dtype=float), nan=0.0).clip(min=0.0)[:, None] * horizon_months
-    u = np.array([uplift[int(x)] for x in d], dtype=float)[None, :]
+    # a share per rung, or per member and rung (marketing.offer_model)
+    u = np.column_stack([np.broadcast_to(np.asarray(uplift[int(x)], dtype=float), p.shape[:1]) for x in d])
     share = d[None, :] / 100.0
     expected = p * u * value * (1.0 - share) - (1.0 - p) * share * value
-    baseline = p * uplift.get(0, 0.0) * value  # margin(0): what doing nothing keeps
+    u0 = np.broadcast_to(np.asarray(uplift.get(0, 0.0), dtype=float), p.shape[:1])[:, None]
+    baseline = p * u0 * value  # margin(0): what doing nothing keeps
     return d, expected - baseline
 
 

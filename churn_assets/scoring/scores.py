@@ -24,6 +24,7 @@ from churn_assets.scoring.offers import (
     offer_discounts,
 )
 from churn_assets.core.reasons import REASON_COLUMNS, top_reasons
+from churn_assets.marketing.offer_model import OfferModel
 from churn_assets.marketing.uplift import DEFAULT_CALL_UPLIFT, capacity_buckets, explore_offers
 
 SCORE_COLUMNS: list[str] = [
@@ -53,6 +54,7 @@ class ScoringPolicy:
     call_capacity: int | None = None
     call_uplift: float = DEFAULT_CALL_UPLIFT
     exploration_share: float = 0.0
+    offer_model: OfferModel | None = None  # bucket B's discount per member (replaces its uplift table)
 
     def __post_init__(self) -> None:
         validate_thresholds(self.a_threshold, self.b_threshold)
@@ -89,6 +91,10 @@ def score_members(
                                policy.a_threshold, policy.b_threshold)
     expire = pd.to_datetime(features["membership_expire_date"]).reset_index(drop=True)
     discount = offer_discounts(buckets, p, price, policy.uplift_by_bucket, policy.ladder, policy.horizon_months)
+    if policy.offer_model is not None:
+        paying_b = (buckets == "B") & (price > 0)
+        discount[paying_b] = policy.offer_model.choose(p[paying_b], x["active_days_30d"].to_numpy()[paying_b],
+                                                       price[paying_b], policy.ladder, policy.horizon_months)
     discount, _ = explore_offers(features["msno"].astype(str), expire, buckets, discount, price > 0, policy.ladder,
                                  policy.exploration_share)
     out = pd.DataFrame({

@@ -98,9 +98,8 @@ def production_model(
         if not months:
             raise dg.Failure(description="no final labelled month to run acceptance on")
         newest = months[-1]
-        # two models on the same outcomes: every candidate, as the untreated alone hold too few
-        # churners for the paired test to show non-inferiority (README: the model under treatment)
-        frame = load_training_frame(con, [newest], untreated_only=False)
+        # the challenger's hold-out rows with their population weights (README: the model under treatment)
+        frame = load_training_frame(con, [newest])
     # the bootstrap runs without the warehouse lock
     decision = registry.acceptance(version, frame, newest, **config.settings())
     with warehouse.get_connection() as con:

@@ -24,7 +24,8 @@ from churn_assets.marketing.treatments import TREATED
 from churn_assets.scoring.emailer import ReportDeliveryError, recipient_list, send_report
 from churn_assets.scoring.queries import FEATURES_TABLE, SCORES_TABLE, build_scoring_features, read_week, scoring_window
 from churn_assets.marketing.effect import months_final_by, retention_table
-from churn_assets.marketing.queries import read_earlier_treatments, read_month_summaries, read_offer_evidence
+from churn_assets.marketing.queries import (read_earlier_treatments, read_month_summaries, read_offer_evidence,
+                                            read_offer_outcomes)
 from churn_assets.marketing.treatments import is_new_contact
 from churn_assets.marketing.uplift import UpliftEstimate
 from churn_assets.monitoring.charts import report_charts
@@ -101,6 +102,9 @@ def _scores_metadata(scores: pd.DataFrame, version: str, policy: ScoringPolicy, 
     })
     if learned is not None:
         extra["offer_uplift"] = dg.MetadataValue.md(learned.table.round(4).to_markdown(index=False))
+    if learned is not None and learned.model is not None:  # bucket B's discount per member
+        extra["offer_model"] = dg.MetadataValue.md(learned.model.table().round(4).to_markdown(index=False))
+        extra["offer_model_outcomes"] = dg.MetadataValue.int(learned.model.n_outcomes)
     return frame_metadata(scores, extra=extra)
 
 
@@ -123,7 +127,7 @@ def churn_scores(
         features = read_week(con, FEATURES_TABLE, week)
         # the feedback loop: last months' measured uplift and this cycle's contacts (read, not a
         # dependency: the experiment's assets come after the scores in the graph)
-        learned = config.learned(read_offer_evidence(con, week))
+        learned = config.learned(read_offer_evidence(con, week), read_offer_outcomes(con, week))
         earlier = read_earlier_treatments(con, week)
     if features is None:
         raise dg.Failure(f"{FEATURES_TABLE} does not exist: materialise scoring/scoring_features for {week} first.")

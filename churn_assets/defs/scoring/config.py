@@ -1,5 +1,6 @@
 """Launchpad config of the weekly scores: bucket thresholds and the discount policy.
 (No `from __future__ import annotations`: Dagster reads the Config annotations at definition time.)"""
+from dataclasses import replace
 from typing import Optional
 
 import dagster as dg
@@ -7,6 +8,7 @@ from pydantic import Field
 
 from churn_assets.core.buckets import A_THRESHOLD, B_THRESHOLD
 from churn_assets.scoring.offers import DEFAULT_HORIZON_MONTHS, DEFAULT_LADDER, DEFAULT_UPLIFT_BY_BUCKET
+from churn_assets.marketing.offer_model import fit_offer_model
 from churn_assets.marketing.uplift import DEFAULT_CALL_UPLIFT, DEFAULT_EXPLORATION_SHARE, UpliftEstimate, learn_uplift
 from churn_assets.scoring.scores import ScoringPolicy
 
@@ -23,7 +25,8 @@ class ScoringConfig(dg.Config):
     horizon_months: float = Field(default=DEFAULT_HORIZON_MONTHS, description="Months of revenue a retained member is worth.")
     learn_offer: bool = Field(
         default=True, description="Replace the assumed uplift of bucket B's rungs and of the call by the "
-        "experiment's estimates (months final by the week; shrunk towards the assumed values).")
+        "experiment's estimates (months final by the week; shrunk towards the assumed values), and bucket B's "
+        "table by a per-member model of the outcomes once enough are final (marketing.offer_model).")
     call_uplift: float = Field(default=DEFAULT_CALL_UPLIFT, description="Assumed share of would-be churners a call "
                                "keeps, until measured: ranks the calls when call_capacity is set.")
     call_capacity: Optional[int] = Field(
@@ -45,10 +48,13 @@ class ScoringConfig(dg.Config):
             call_capacity=self.call_capacity,
             call_uplift=learned.call() if learned is not None and self.learn_offer else self.call_uplift,
             exploration_share=self.exploration_share,
+            offer_model=learned.model if learned is not None and self.learn_offer else None,
         )
 
-    def learned(self, evidence) -> Optional[UpliftEstimate]:
-        """The shrunk estimates from the experiment's rung rows (None when learning is off)."""
+    def learned(self, evidence, outcomes=None) -> Optional[UpliftEstimate]:
+        """The shrunk estimates from the experiment's rung rows, with bucket B's per-member offer
+        model from its outcomes once there are enough (None when learning is off)."""
         if not self.learn_offer:
             return None
-        return learn_uplift(evidence, {int(d): u for d, u in self.uplift.get("B", {}).items()}, self.call_uplift)
+        table = learn_uplift(evidence, {int(d): u for d, u in self.uplift.get("B", {}).items()}, self.call_uplift)
+        return replace(table, model=fit_offer_model(outcomes, self.discount_ladder))

@@ -1,0 +1,124 @@
+"""The discount's effect per member, learned from the experiment's own outcomes. Pure (no Dagster).
+
+Bucket B's paying contacts are a randomised experiment conditional on the score: the control
+arm (stable hash), the explored rungs (stable hash) and the policy's rung (a function of the
+score) are all assigned from the churn probability at contact and chance, so once the score is
+in the model, treated and control members are comparable. A logistic regression of the final
+label on
+
+    logit(score), listening, and per rung d: [got d], [got d] x listening
+
+(statsmodels GLM, binomial) says what each rung does to the odds of churning, and how that
+depends on listening, the trait a discount plausibly needs (a member who has stopped listening
+is not kept by a cheaper plan). `listening` is the share of the last 30 days with plays,
+centred at one half.
+
+The treatment terms carry a normal prior N(0, PRIOR_SD²) on the logit scale (the L2 penalty
+of a MAP fit): until the outcomes say otherwise a rung does nothing, so a thin rung cannot
+talk the policy into discounts. The intercept, the score's slope and listening are unpenalised:
+they recalibrate the score on bucket B's paying members.
+
+Per member, the fitted model gives p_0 (no discount) and p_d, hence each rung's uplift
+1 - p_d / p_0 and, through offers.choose_discount on p_0, the rung with the best expected
+margin. Fewer than MIN_OUTCOMES final outcomes, or a rung without them: no model (the caller
+keeps the rung table of marketing.uplift).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import statsmodels.api as sm
+
+from churn_assets.scoring.offers import DEFAULT_HORIZON_MONTHS, choose_discount
+
+PRIOR_SD = 0.5          # logit scale: a rung moves the odds by e^±1 at most, a priori (2 sd)
+MIN_OUTCOMES = 400      # final outcomes of paying bucket-B contacts before the model is used
+MIN_PER_RUNG = 30       # ... with at least this many at each rung on offer and in the control
+EVIDENCE_COLUMNS = ["churn_probability", "discount_pct", "active_days_30d", "is_churn"]
+_CLIP = 1e-4
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype=float), _CLIP, 1 - _CLIP)
+    return np.log(p / (1 - p))
+
+
+def listening(active_days_30d: np.ndarray) -> np.ndarray:
+    """Share of the last 30 days with plays, centred at 0.5 (missing: no plays)."""
+    return np.clip(np.nan_to_num(np.asarray(active_days_30d, dtype=float), nan=0.0), 0, 30) / 30.0 - 0.5
+
+
+@dataclass(frozen=True)
+class OfferModel:
+    """The fitted logistic model of bucket B's outcomes; `coefficients` by name."""
+
+    rungs: tuple[int, ...]
+    coefficients: pd.Series
+    n_outcomes: int
+    n_by_rung: dict[int, int]
+
+    def _design(self, p: np.ndarray, engaged: np.ndarray, rung: int) -> np.ndarray:
+        n = len(p)
+        columns = [np.ones(n), _logit(p), engaged]
+        for d in self.rungs:
+            got = np.full(n, float(rung == d))
+            columns += [got, got * engaged]
+        return np.column_stack(columns)
+
+    def churn(self, p: np.ndarray, active_days_30d: np.ndarray, rung: int = 0) -> np.ndarray:
+        """P(churn) with discount `rung` (0: none) for members with score `p`."""
+        z = self._design(np.asarray(p, dtype=float), listening(active_days_30d), rung) @ self.coefficients.to_numpy()
+        return 1.0 / (1.0 + np.exp(-z))
+
+    def uplift(self, p: np.ndarray, active_days_30d: np.ndarray) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+        """(p_0, {rung: share of would-be churners the rung keeps}) per member, shares in [0, 1]."""
+        p0 = self.churn(p, active_days_30d, 0)
+        return p0, {0: np.zeros(len(p0)),
+                    **{d: np.clip(1.0 - self.churn(p, active_days_30d, d) / p0, 0.0, 1.0) for d in self.rungs}}
+
+    def choose(self, p: np.ndarray, active_days_30d: np.ndarray, monthly_price: np.ndarray,
+               ladder: Sequence[int], horizon_months: float = DEFAULT_HORIZON_MONTHS) -> np.ndarray:
+        """The rung of `ladder` with the best expected margin per member (0: none pays)."""
+        p0, uplift = self.uplift(p, active_days_30d)
+        table = {int(d): uplift.get(int(d), np.zeros(len(p0))) for d in ladder}
+        return choose_discount(p0, monthly_price, ladder, table, horizon_months)
+
+    def table(self) -> pd.DataFrame:
+        """name, coefficient: what the Dagster metadata shows."""
+        return self.coefficients.rename("coefficient").rename_axis("term").reset_index()
+
+
+def coefficient_names(rungs: Sequence[int]) -> list[str]:
+    return ["intercept", "logit_score", "listening",
+            *[name for d in rungs for name in (f"discount_{d}", f"discount_{d}_x_listening")]]
+
+
+def fit_offer_model(evidence: pd.DataFrame | None, ladder: Sequence[int], prior_sd: float = PRIOR_SD,
+                    min_outcomes: int = MIN_OUTCOMES, min_per_rung: int = MIN_PER_RUNG) -> OfferModel | None:
+    """The MAP logistic model of `evidence` (EVIDENCE_COLUMNS: paying bucket-B contacts of both
+    arms with final labels, discount_pct 0 for the control); None with too few outcomes."""
+    rungs = tuple(sorted(int(d) for d in ladder if int(d) > 0))
+    if evidence is None or len(evidence) < min_outcomes or not rungs:
+        return None
+    d = pd.to_numeric(evidence["discount_pct"], errors="coerce").fillna(0).astype(int).to_numpy()
+    counts = {r: int((d == r).sum()) for r in (0, *rungs)}
+    if min(counts.values()) < min_per_rung:
+        return None
+    y = evidence["is_churn"].to_numpy(dtype=float)
+    p = evidence["churn_probability"].to_numpy(dtype=float)
+    engaged = listening(evidence["active_days_30d"].to_numpy())
+    columns = [np.ones(len(y)), _logit(p), engaged]
+    for r in rungs:
+        got = (d == r).astype(float)
+        columns += [got, got * engaged]
+    x = np.column_stack(columns)
+    # statsmodels' penalty is alpha * |b|^2 / 2 on the mean log-likelihood: a N(0, sd^2) prior
+    # on the full likelihood is alpha = 1 / (n sd^2) on the treatment terms, 0 elsewhere
+    alpha = np.r_[np.zeros(3), np.full(2 * len(rungs), 1.0 / (len(y) * prior_sd ** 2))]
+    fit = sm.GLM(y, x, family=sm.families.Binomial()).fit_regularized(alpha=alpha, L1_wt=0.0)
+    names = coefficient_names(rungs)
+    return OfferModel(rungs, pd.Series(np.asarray(fit.params, dtype=float), index=names), len(y),
+                      {r: counts[r] for r in (0, *rungs)})
