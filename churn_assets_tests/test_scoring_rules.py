@@ -198,3 +198,28 @@ def test_score_members_empty_week(model):
     features, _ = synthetic_features(10, seed=5)
     scores = score_members(features.iloc[:0], model, "7", WEEK)
     assert list(scores.columns) == SCORE_COLUMNS and scores.empty
+
+
+def test_a_per_member_offer_model_decides_bucket_b_discounts(model):
+    """With an offer model in the policy, paying bucket-B members get its rung: here a model
+    fitted on outcomes where only members who listen are kept by a discount."""
+    from churn_assets.marketing.offer_model import fit_offer_model
+
+    features, _ = synthetic_features(3000, seed=5)
+    rng = np.random.default_rng(3)
+    n = 4000
+    active = rng.integers(0, 31, n)
+    rung = rng.choice([0, 10, 20, 30], n)
+    score = rng.uniform(0.3, 0.7, n)
+    logit = np.log(score / (1 - score)) - 2.0 * (rung > 0) * active / 30
+    outcomes = pd.DataFrame({"churn_probability": score, "discount_pct": rung, "active_days_30d": active,
+                             "is_churn": (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)})
+    offer_model = fit_offer_model(outcomes, (0, 10, 20, 30))
+    policy = ScoringPolicy(a_threshold=0.5, b_threshold=0.15, offer_model=offer_model)
+    scores = score_members(features, model, "7", WEEK, policy)
+    price = monthly_price(features["last_list_price"], features["last_plan_days"])
+    b = (scores["bucket"] == "B").to_numpy() & (price > 0)
+    expected = offer_model.choose(scores.loc[b, "churn_probability"], features.loc[b, "active_days_30d"],
+                                  price[b], (0, 10, 20, 30))
+    np.testing.assert_array_equal(scores.loc[b, "discount_pct"], expected)
+    assert (scores.loc[b, "discount_pct"] > 0).any() and (scores.loc[scores["bucket"] != "B", "discount_pct"] == 0).all()

@@ -19,7 +19,7 @@ import pytest
 
 from churn_assets.core.buckets import ACTIONS
 from churn_assets.marketing.treatments import CONTROL_ACTION
-from churn_assets.synthetic.delivery import DATED_COLUMN, _read_dated
+from churn_assets.synthetic.delivery import DATED_COLUMN, read_dated
 from churn_assets_tests.treated_world import run_treated_world
 from churn_assets.synthetic.effects import NO_EFFECTS, Effects, action_kinds, effect_logit
 from churn_assets.synthetic.simulator import SyntheticWorld, generate_world
@@ -53,7 +53,7 @@ def test_nothing_delivered_before_a_monday_changes_later(treated):
     out, _, treatments, snapshots = treated
     assert len(treatments) > 3000 and snapshots
     changed = [key for key, content in snapshots.items()
-               if _read_dated(out / key[0], DATED_COLUMN[Path(key[0]).name]).before(key[1]) != content]
+               if read_dated(out / key[0], DATED_COLUMN[Path(key[0]).name]).before(key[1]) != content]
     assert changed == []
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from churn_assets.synthetic.delivery import DATED_COLUMN, _read_dated
+from churn_assets.synthetic.delivery import DATED_COLUMN, read_dated
 from churn_assets.synthetic.effects import Effects
 from churn_assets.synthetic.simulator import SyntheticWorld
 
@@ -49,7 +49,7 @@ def run_treated_world(out: Path, world: dict, effects: Effects,
             for path in (out / "landing").glob("*/*.csv"):
                 column = DATED_COLUMN[path.name]
                 if column is not None:
-                    snapshots[(path.relative_to(out).as_posix(), monday)] = _read_dated(path, column).before(monday)
+                    snapshots[(path.relative_to(out).as_posix(), monday)] = read_dated(path, column).before(monday)
         earlier = treatments if len(treatments) else pd.DataFrame(columns=["msno", "membership_expire_date"])
         treatments = pd.concat([treatments, choose(due_members(out / "landing", monday, earlier), monday)],
                                ignore_index=True)

@@ -33,7 +33,9 @@ DATED_COLUMN = {
 
 
 @dataclass
-class _DatedLines:
+class DatedLines:
+    """A drop file's rows with their dates: what a delivery before a given day holds."""
+
     header: bytes
     lines: np.ndarray  # object array of bytes, one per data row
     days: np.ndarray  # yyyymmdd as int; 0 where unreadable
@@ -43,7 +45,8 @@ class _DatedLines:
         return self.header + b"\n" + b"\n".join(keep) + (b"\n" if len(keep) else b"")
 
 
-def _read_dated(path: Path, column: str) -> _DatedLines:
+def read_dated(path: Path, column: str) -> DatedLines:
+    """The file's rows keyed by the yyyymmdd of `column` (0 where unreadable)."""
     raw = path.read_bytes()
     header, _, body = raw.partition(b"\n")
     lines = np.array([line for line in body.split(b"\n") if line], dtype=object)
@@ -56,7 +59,7 @@ def _read_dated(path: Path, column: str) -> _DatedLines:
         except ValueError:
             return 0
 
-    return _DatedLines(header.rstrip(b"\r"), lines, np.fromiter(map(yyyymmdd, lines), dtype=np.int64, count=len(lines)))
+    return DatedLines(header.rstrip(b"\r"), lines, np.fromiter(map(yyyymmdd, lines), dtype=np.int64, count=len(lines)))
 
 
 def _write_atomic(target: Path, content: bytes) -> None:
@@ -71,17 +74,17 @@ class DropCutter:
 
     source: Path
     # (folder, file) -> (mtime_ns, lines): a stepped world rewrites the months still open
-    _cache: dict[tuple[str, str], tuple[int, _DatedLines]] = field(default_factory=dict)
+    _cache: dict[tuple[str, str], tuple[int, DatedLines]] = field(default_factory=dict)
     _delivered: dict[str, tuple] = field(default_factory=dict)  # folder -> state last written
 
     def months(self) -> list[dt.date]:
         return sorted(dt.date.fromisoformat(p.name + "-01") for p in self.source.iterdir() if p.is_dir())
 
-    def _dated(self, folder: str, name: str) -> _DatedLines:
+    def _dated(self, folder: str, name: str) -> DatedLines:
         key, path = (folder, name), self.source / folder / name
         stamp = path.stat().st_mtime_ns
         if key not in self._cache or self._cache[key][0] != stamp:
-            self._cache[key] = stamp, _read_dated(path, DATED_COLUMN[name])
+            self._cache[key] = stamp, read_dated(path, DATED_COLUMN[name])
         return self._cache[key][1]
 
     def state(self, month: dt.date, day: dt.date) -> tuple | None:

@@ -25,8 +25,11 @@ class ScoringConfig(dg.Config):
     horizon_months: float = Field(default=DEFAULT_HORIZON_MONTHS, description="Months of revenue a retained member is worth.")
     learn_offer: bool = Field(
         default=True, description="Replace the assumed uplift of bucket B's rungs and of the call by the "
-        "experiment's estimates (months final by the week; shrunk towards the assumed values), and bucket B's "
-        "table by a per-member model of the outcomes once enough are final (marketing.offer_model).")
+        "experiment's estimates (months final by the week; shrunk towards the assumed values).")
+    per_member_offer: bool = Field(
+        default=False, description="With learn_offer: bucket B's discount per member from a logistic model of "
+        "the experiment's outcomes (score, listening, rung) once enough are final (marketing.offer_model). Off "
+        "by default: on the demo world it earned less than the rung table (README: the learned offer).")
     call_uplift: float = Field(default=DEFAULT_CALL_UPLIFT, description="Assumed share of would-be churners a call "
                                "keeps, until measured: ranks the calls when call_capacity is set.")
     call_capacity: Optional[int] = Field(
@@ -53,8 +56,9 @@ class ScoringConfig(dg.Config):
 
     def learned(self, evidence, outcomes=None) -> Optional[UpliftEstimate]:
         """The shrunk estimates from the experiment's rung rows, with bucket B's per-member offer
-        model from its outcomes once there are enough (None when learning is off)."""
+        model from its outcomes once there are enough and per_member_offer is on (None when
+        learning is off)."""
         if not self.learn_offer:
             return None
         table = learn_uplift(evidence, {int(d): u for d, u in self.uplift.get("B", {}).items()}, self.call_uplift)
-        return replace(table, model=fit_offer_model(outcomes, self.discount_ladder))
+        return replace(table, model=fit_offer_model(outcomes, self.discount_ladder) if self.per_member_offer else None)
