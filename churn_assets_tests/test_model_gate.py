@@ -3,10 +3,12 @@ no MLflow. Scores are drawn from a known model so the expected verdicts are by c
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
 from churn_assets.model import gate as G
+from churn_assets.model.promotion import population_weights
 
 N = 20_000
 
@@ -126,3 +128,11 @@ def test_weights_decide_where_the_models_differ(world):
     assert not G.non_inferiority(y, challenger, incumbent, weights=w).passed
     with pytest.raises(ValueError, match="weights"):
         G.non_inferiority(y, challenger, incumbent, weights=-w)
+
+
+def test_acceptance_rows_take_their_sample_weight_from_the_frame():
+    rows = pd.DataFrame({"msno": ["a", "b", "c"]})
+    frame = pd.DataFrame({"msno": ["c", "a"], "sample_weight": [9.5, 1.0]})
+    assert population_weights(rows, frame).tolist() == [1.0, 1.0, 9.5]   # b: not in the frame, weight 1
+    assert population_weights(rows, None).tolist() == [1.0, 1.0, 1.0]
+    assert population_weights(rows, frame.drop(columns="sample_weight")).tolist() == [1.0, 1.0, 1.0]

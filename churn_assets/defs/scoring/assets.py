@@ -127,7 +127,8 @@ def churn_scores(
         features = read_week(con, FEATURES_TABLE, week)
         # the feedback loop: last months' measured uplift and this cycle's contacts (read, not a
         # dependency: the experiment's assets come after the scores in the graph)
-        learned = config.learned(read_offer_evidence(con, week), read_offer_outcomes(con, week))
+        outcomes = read_offer_outcomes(con, week) if config.per_member_offer else None
+        learned = config.learned(read_offer_evidence(con, week), outcomes)
         earlier = read_earlier_treatments(con, week)
     if features is None:
         raise dg.Failure(f"{FEATURES_TABLE} does not exist: materialise scoring/scoring_features for {week} first.")
