@@ -428,9 +428,8 @@ def _offers_against_truth(con: duckdb.DuckDBPyConnection, oracle: Path) -> pd.Da
 
     learned = learn_uplift(read_offer_evidence(con, date.max), DEFAULT_UPLIFT)
     model = fit_offer_model(read_offer_outcomes(con, date.max), DEFAULT_LADDER)
-    policies = {"learned per member": None if model is None else lambda m: model.choose(
-                    m["churn_probability"], m["active_days_30d"], m["monthly_price"], DEFAULT_LADDER,
-                    DEFAULT_HORIZON_MONTHS),
-                "learned rung table": learned.by_bucket("B"), "assumed table": dict(DEFAULT_UPLIFT)}
-    policies = {name: policy for name, policy in policies.items() if policy is not None}
+    policies = {"learned rung table": learned.by_bucket("B"), "assumed table": dict(DEFAULT_UPLIFT)}
+    if model is not None:
+        policies["learned per member"] = lambda m: model.choose(m["churn_probability"], m["active_days_30d"],
+                                                                m["monthly_price"], DEFAULT_LADDER, DEFAULT_HORIZON_MONTHS)
     return compare_offers_with_oracle(con, oracle, policies, DEFAULT_HORIZON_MONTHS).round(3)

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import statsmodels.api as sm
+from scipy.special import expit, logit
 
 from churn_assets.scoring.offers import DEFAULT_HORIZON_MONTHS, choose_discount
 
@@ -41,9 +42,14 @@ EVIDENCE_COLUMNS = ["churn_probability", "discount_pct", "active_days_30d", "is_
 _CLIP = 1e-4
 
 
-def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(np.asarray(p, dtype=float), _CLIP, 1 - _CLIP)
-    return np.log(p / (1 - p))
+def design(p: np.ndarray, engaged: np.ndarray, received: np.ndarray, rungs: Sequence[int]) -> np.ndarray:
+    """The regressors (coefficient_names order) of members with score `p`, centred listening
+    `engaged` and discount `received` (0: none)."""
+    columns = [np.ones(len(p)), logit(np.clip(p, _CLIP, 1 - _CLIP)), engaged]
+    for d in rungs:
+        got = (np.asarray(received) == d).astype(float)
+        columns += [got, got * engaged]
+    return np.column_stack(columns)
 
 
 def listening(active_days_30d: np.ndarray) -> np.ndarray:
@@ -58,20 +64,12 @@ class OfferModel:
     rungs: tuple[int, ...]
     coefficients: pd.Series
     n_outcomes: int
-    n_by_rung: dict[int, int]
-
-    def _design(self, p: np.ndarray, engaged: np.ndarray, rung: int) -> np.ndarray:
-        n = len(p)
-        columns = [np.ones(n), _logit(p), engaged]
-        for d in self.rungs:
-            got = np.full(n, float(rung == d))
-            columns += [got, got * engaged]
-        return np.column_stack(columns)
 
     def churn(self, p: np.ndarray, active_days_30d: np.ndarray, rung: int = 0) -> np.ndarray:
         """P(churn) with discount `rung` (0: none) for members with score `p`."""
-        z = self._design(np.asarray(p, dtype=float), listening(active_days_30d), rung) @ self.coefficients.to_numpy()
-        return 1.0 / (1.0 + np.exp(-z))
+        p = np.asarray(p, dtype=float)
+        x = design(p, listening(active_days_30d), np.full(len(p), rung), self.rungs)
+        return expit(x @ self.coefficients.to_numpy())
 
     def uplift(self, p: np.ndarray, active_days_30d: np.ndarray) -> tuple[np.ndarray, dict[int, np.ndarray]]:
         """(p_0, {rung: share of would-be churners the rung keeps}) per member, shares in [0, 1]."""
@@ -104,21 +102,14 @@ def fit_offer_model(evidence: pd.DataFrame | None, ladder: Sequence[int], prior_
     if evidence is None or len(evidence) < min_outcomes or not rungs:
         return None
     d = pd.to_numeric(evidence["discount_pct"], errors="coerce").fillna(0).astype(int).to_numpy()
-    counts = {r: int((d == r).sum()) for r in (0, *rungs)}
-    if min(counts.values()) < min_per_rung:
+    if min(int((d == r).sum()) for r in (0, *rungs)) < min_per_rung:
         return None
     y = evidence["is_churn"].to_numpy(dtype=float)
-    p = evidence["churn_probability"].to_numpy(dtype=float)
-    engaged = listening(evidence["active_days_30d"].to_numpy())
-    columns = [np.ones(len(y)), _logit(p), engaged]
-    for r in rungs:
-        got = (d == r).astype(float)
-        columns += [got, got * engaged]
-    x = np.column_stack(columns)
+    x = design(evidence["churn_probability"].to_numpy(dtype=float), listening(evidence["active_days_30d"].to_numpy()),
+               d, rungs)
     # statsmodels' penalty is alpha * |b|^2 / 2 on the mean log-likelihood: a N(0, sd^2) prior
     # on the full likelihood is alpha = 1 / (n sd^2) on the treatment terms, 0 elsewhere
     alpha = np.r_[np.zeros(3), np.full(2 * len(rungs), 1.0 / (len(y) * prior_sd ** 2))]
     fit = sm.GLM(y, x, family=sm.families.Binomial()).fit_regularized(alpha=alpha, L1_wt=0.0)
     names = coefficient_names(rungs)
-    return OfferModel(rungs, pd.Series(np.asarray(fit.params, dtype=float), index=names), len(y),
-                      {r: counts[r] for r in (0, *rungs)})
+    return OfferModel(rungs, pd.Series(np.asarray(fit.params, dtype=float), index=names), len(y))

@@ -8,7 +8,7 @@
   Each estimate is then shrunk towards that scaled prior (normal, sd PRIOR_SD) by its own
   precision: a rung with a handful of outcomes moves little, a well-measured one says what
   it measured.
-- Per member: once enough outcomes are final, bucket B's discount comes from
+- Per member (opt-in, per_member_offer): once enough outcomes are final, bucket B's discount comes from
   marketing.offer_model (a logistic model of the outcomes on score, listening and rung)
   instead of this table; the table still ranks the calls and is reported beside it.
 - Exploration: a stable share of bucket-B members (hash of member and expiry) is offered a

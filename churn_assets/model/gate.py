@@ -194,16 +194,16 @@ def non_inferiority(
     tail = 100 * (1 - confidence) / 2
     auc_low, auc_high = np.nanpercentile(d_auc, [tail, 100 - tail])
     ll_low, ll_high = np.nanpercentile(d_ll, [tail, 100 - tail])
-    ones = w[None, :]
+    (auc_c, ll_c), (auc_i, ll_i) = weighted_auc_log_loss(y, pc, w), weighted_auc_log_loss(y, pi, w)
     return NonInferiority(
         passed=bool(auc_low > -auc_margin and ll_high < log_loss_margin),
         n=len(y),
         n_bootstrap=n_bootstrap,
         confidence=confidence,
-        delta_auc=float(weighted_auc(ones, y, pc)[0] - weighted_auc(ones, y, pi)[0]),
+        delta_auc=auc_c - auc_i,
         delta_auc_low=float(auc_low),
         delta_auc_high=float(auc_high),
-        delta_log_loss=float(np.average(row_log_loss(y, pc) - row_log_loss(y, pi), weights=w)),
+        delta_log_loss=ll_c - ll_i,
         delta_log_loss_low=float(ll_low),
         delta_log_loss_high=float(ll_high),
         auc_margin=auc_margin,

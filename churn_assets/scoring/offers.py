@@ -50,7 +50,7 @@ def _validate(ladder: Sequence[int], uplift: Mapping[int, float], horizon_months
     missing = [int(x) for x in d if int(x) not in uplift]
     if missing:
         raise ValueError(f"uplift table has no entry for discount(s) {missing}")
-    bad = {k: v for k, v in uplift.items() if np.any((np.asarray(v, dtype=float) < 0) | (np.asarray(v, dtype=float) > 1))}
+    bad = {k: v for k, v in uplift.items() if not np.all((0.0 <= np.asarray(v, dtype=float)) & (np.asarray(v) <= 1.0))}
     if bad:
         raise ValueError(f"uplift values must be shares in [0, 1], got {bad}")
     if horizon_months <= 0:
