@@ -401,8 +401,11 @@ def _promotions(paths: Paths, summary: DemoSummary) -> pd.DataFrame | None:
 EFFECT_TRUTH_TITLE = ("retention effect per bucket (control minus treated churn, 95 % interval) against the "
                       "world's true effect on the treated members")
 OFFER_TRUTH_TITLE = ("discount policy of bucket B against the truth: net revenue on the same paying members "
-                     "(learned per member: marketing.offer_model fitted on the outcomes final by the end; learned "
-                     "rung table: the shrunk uplift per rung; assumed: the configured table)")
+                     "(oracle-optimal: each member's best rung from the true probabilities, out of any model's "
+                     "reach; best on the score: the best rung per score decile fitted on the truth, the ceiling of a "
+                     "score-only policy; learned rung table: the shrunk uplift per rung, the lower bound is what "
+                     "scoring decides on; learned per member: marketing.offer_model fitted on the outcomes final by "
+                     "the end; assumed: the configured table)")
 
 
 def _against_oracle(paths: Paths, source: Path, evaluate) -> pd.DataFrame | None:
@@ -428,7 +431,8 @@ def _offers_against_truth(con: duckdb.DuckDBPyConnection, oracle: Path) -> pd.Da
 
     learned = learn_uplift(read_offer_evidence(con, date.max), DEFAULT_UPLIFT)
     model = fit_offer_model(read_offer_outcomes(con, date.max), DEFAULT_LADDER)
-    policies = {"learned rung table": learned.by_bucket("B"), "assumed table": dict(DEFAULT_UPLIFT)}
+    policies = {"learned rung table (lower bound)": learned.by_bucket("B", "uplift_low"),
+                "learned rung table (estimate)": learned.by_bucket("B"), "assumed table": dict(DEFAULT_UPLIFT)}
     if model is not None:
         policies["learned per member"] = lambda m: model.choose(m["churn_probability"], m["active_days_30d"],
                                                                 m["monthly_price"], DEFAULT_LADDER, DEFAULT_HORIZON_MONTHS)

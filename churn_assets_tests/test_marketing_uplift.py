@@ -47,6 +47,30 @@ def test_strong_evidence_moves_the_estimate_weak_evidence_barely():
     assert table.loc[("B", 30), "weight"] == 0
 
 
+def test_the_offer_is_decided_on_the_lower_bound_of_a_measured_rung():
+    """The posterior's sd is sqrt(weight) * se: a well-measured rung's bound sits just under its
+    estimate, a thin rung's falls to nothing; an unmeasured rung keeps the assumption."""
+    from scipy.stats import norm
+
+    jan = dt.date(2017, 1, 1)
+    rows = pd.DataFrame([
+        _rung(jan, "B", ACTIONS["B"], 20, 40_000, 0.30, 4_000, 0.40),     # 25 % kept, se ~ 0.02
+        _rung(jan, "B", ACTIONS["B"], 10, 300, 0.36, 30, 0.40),           # 10 % kept, se ~ 0.3
+    ])
+    est = learn_uplift(rows, DEFAULT_UPLIFT, call_prior=0.3, confidence=0.95)
+    t = est.table.set_index(["bucket", "discount_pct"])
+    for d in (10, 20):
+        sd = np.sqrt(t.loc[("B", d), "weight"]) * t.loc[("B", d), "observed_se"]
+        assert t.loc[("B", d), "uplift_low"] == pytest.approx(max(0.0, t.loc[("B", d), "uplift"] - norm.ppf(0.95) * sd))
+    low = est.by_bucket("B", "uplift_low")
+    assert 0.2 < low[20] < est.by_bucket("B")[20] and low[10] == 0.0
+    assert low[30] == est.by_bucket("B")[30] and low[0] == 0.0      # never offered: no bound to take
+    assert learn_uplift(rows, DEFAULT_UPLIFT, confidence=0.5).by_bucket("B", "uplift_low") == est.by_bucket("B")
+    assert learn_uplift(None, DEFAULT_UPLIFT).by_bucket("B", "uplift_low") == DEFAULT_UPLIFT
+    with pytest.raises(ValueError, match="confidence"):
+        learn_uplift(rows, DEFAULT_UPLIFT, confidence=1.0)
+
+
 def test_exploration_is_stable_and_only_for_b_members_who_can_get_a_discount():
     n = 20_000
     msno = pd.Series([f"m{i}" for i in range(n)])
@@ -97,3 +121,25 @@ def test_offer_policy_revenue_against_the_oracle_optimal_offer():
     # 10 % for both: +126 on the first, 600 * (0.1 * 0.9 - 0.1) = -6 on the second
     assert got.loc["always 10", "net_revenue"] == pytest.approx(120.0)
     assert got.loc["always 10", "vs_oracle_optimal"] == pytest.approx(120 / 126)
+
+
+def test_best_on_the_score_is_the_best_rung_per_score_decile():
+    """The truth-fitted ceiling of a score-only policy: one rung per score decile, the one whose
+    true net revenue summed over the decile is largest (0 when no rung pays there)."""
+    from churn_assets.monitoring.oracle_evaluation import BEST_ON_SCORE, best_rung_per_score_bin, offer_policy_revenue
+
+    score = np.repeat(np.arange(10) / 10 + 0.05, 2)               # two members per decile
+    net = np.zeros((20, 4))
+    net[score > 0.5, 2] = 5.0                                      # 20 % pays in the top half
+    net[score > 0.5, 3] = [9.0, -10.0] * 2 + [9.0, -10.0] * 3      # 30 % pays one, loses more on the other
+    net[:2, 1] = [3.0, -1.0]                                       # 10 % pays on balance in the first decile
+    got = best_rung_per_score_bin(score, net)
+    assert got.tolist() == [10, 10] + [0] * 8 + [20] * 10
+    assert best_rung_per_score_bin(np.zeros(0), np.zeros((0, 4))).size == 0
+    # in the revenue table it sits between doing nothing and the clairvoyant optimum
+    members = pd.DataFrame({"churn_probability": [0.5, 0.5], "monthly_price": [100.0, 100.0],
+                            "p_untreated": [0.4, 0.9], "p_discount_10": [0.1, 0.9], "p_discount_20": [0.1, 0.9],
+                            "p_discount_30": [0.1, 0.9]})
+    table = offer_policy_revenue(members, {}, 6).set_index("policy")
+    assert table.loc[BEST_ON_SCORE, "net_revenue"] == pytest.approx(120.0)   # 10 % for both: +126 - 6
+    assert table.loc["oracle-optimal", "net_revenue"] == pytest.approx(126.0)

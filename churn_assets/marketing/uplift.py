@@ -8,6 +8,12 @@
   Each estimate is then shrunk towards that scaled prior (normal, sd PRIOR_SD) by its own
   precision: a rung with a handful of outcomes moves little, a well-measured one says what
   it measured.
+- Decision at a lower bound: a discount is paid by every member who would have stayed anyway,
+  so on thin margins an estimate that is merely unbiased still loses money (the score's
+  errors pick the members where it looks best). A measured rung is therefore offered on the
+  one-sided lower bound of its posterior (`uplift_low`, DEFAULT_OFFER_CONFIDENCE): the
+  system discounts only what the experiment says pays. A rung not yet measured keeps the
+  configured assumption.
 - Per member (opt-in, per_member_offer): once enough outcomes are final, bucket B's discount comes from
   marketing.offer_model (a logistic model of the outcomes on score, listening and rung)
   instead of this table; the table still ranks the calls and is reported beside it.
@@ -24,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy.stats import norm
 
 from churn_assets.core.buckets import ACTIONS, assign_buckets
 from churn_assets.marketing.offer_model import OfferModel
@@ -32,9 +39,10 @@ from churn_assets.marketing.treatments import hash_unit
 PRIOR_SD = 0.25
 DEFAULT_CALL_UPLIFT = 0.30           # assumed until measured: a call keeps 30 % of would-be churners
 DEFAULT_EXPLORATION_SHARE = 0.20
+DEFAULT_OFFER_CONFIDENCE = 0.95      # one-sided: offer on the rung's 5 % posterior quantile of uplift
 EXPLORATION_SALT = "offer-exploration-1"
 UPLIFT_COLUMNS = ["bucket", "action", "discount_pct", "n_treated", "n_control", "observed", "observed_se",
-                  "prior", "scaled_prior", "weight", "uplift"]
+                  "prior", "scaled_prior", "weight", "uplift", "uplift_low"]
 
 
 @dataclass(frozen=True)
@@ -42,10 +50,11 @@ class UpliftEstimate:
     table: pd.DataFrame  # UPLIFT_COLUMNS, one row per bucket x rung with a prior or evidence
     model: OfferModel | None = None  # bucket B's discount per member, once enough outcomes are final
 
-    def by_bucket(self, bucket: str = "B") -> dict[int, float]:
-        """{discount_pct: uplift} of the bucket's discount rungs, 0 % keeping nobody."""
+    def by_bucket(self, bucket: str = "B", column: str = "uplift") -> dict[int, float]:
+        """{discount_pct: uplift} of the bucket's discount rungs, 0 % keeping nobody; `column`
+        "uplift_low" gives the lower bounds the offer is decided on."""
         rows = self.table[(self.table["bucket"] == bucket) & (self.table["action"] == ACTIONS["B"])]
-        return {0: 0.0, **{int(d): float(u) for d, u in zip(rows["discount_pct"], rows["uplift"])}}
+        return {0: 0.0, **{int(d): float(u) for d, u in zip(rows["discount_pct"], rows[column])}}
 
     def call(self) -> float:
         rows = self.table[self.table["action"] == ACTIONS["A"]]
@@ -62,9 +71,12 @@ def _pooled(rungs: pd.DataFrame) -> pd.DataFrame:
 
 
 def learn_uplift(rungs: pd.DataFrame | None, prior: Mapping[int, float], call_prior: float = DEFAULT_CALL_UPLIFT,
-                 prior_sd: float = PRIOR_SD) -> UpliftEstimate:
+                 prior_sd: float = PRIOR_SD, confidence: float = DEFAULT_OFFER_CONFIDENCE) -> UpliftEstimate:
     """Shrunk uplift of bucket B's discount rungs (prior: the assumed {discount: uplift}) and of
-    bucket A's call, from retention_effect rung rows (None or empty: the priors)."""
+    bucket A's call, from retention_effect rung rows (None or empty: the priors); uplift_low is
+    the one-sided `confidence` lower bound of a measured row's posterior (the prior where none)."""
+    if not 0.5 <= confidence < 1.0:
+        raise ValueError(f"offer confidence must be in [0.5, 1), got {confidence}")
     priors = pd.DataFrame(
         [("B", ACTIONS["B"], int(d), float(u)) for d, u in prior.items() if int(d) > 0]
         + [("A", ACTIONS["A"], 0, float(call_prior))], columns=["bucket", "action", "discount_pct", "prior"])
@@ -97,9 +109,13 @@ def learn_uplift(rungs: pd.DataFrame | None, prior: Mapping[int, float], call_pr
         prior_values = np.where((out["bucket"] == "B").to_numpy(), prior_values * np.clip(scale, 0.0, 2.0),
                                 prior_values)
     uplift = np.clip(np.where(known, weight * observed + (1 - weight) * prior_values, prior_values), 0.0, 1.0)
+    # the normal-normal posterior's sd is sqrt(weight) * se (weight = prior var / (prior var + se^2))
+    posterior_sd = np.where(known, np.sqrt(weight) * np.where(known, se, 0.0), 0.0)
+    uplift_low = np.clip(uplift - norm.ppf(confidence) * posterior_sd, 0.0, 1.0)
     table = out.assign(scaled_prior=prior_values, n_treated=n_t.astype(int), n_control=n_c.astype(int),
                        observed=np.where(known, observed, np.nan),
-                       observed_se=np.where(known, se, np.nan), weight=weight, uplift=uplift)
+                       observed_se=np.where(known, se, np.nan), weight=weight, uplift=uplift,
+                       uplift_low=uplift_low)
     return UpliftEstimate(table[UPLIFT_COLUMNS].reset_index(drop=True))
 
 

@@ -144,6 +144,27 @@ OFFER_POLICY_COLUMNS = ["policy", "members", "offers", "mean_discount_pct", "net
 _RUNGS = (10, 20, 30)   # the oracle's counterfactual discount rungs (p_discount_10, ...)
 
 
+# The ceiling of a policy that decides on the score: "oracle-optimal" knows each member's true
+# churn probability and true effect per rung (latent engagement, price sensitivity, the day's
+# noise), which the score only estimates, so on thin margins it is far out of any model's reach.
+BEST_ON_SCORE = "best on the score (truth-fitted)"
+SCORE_BINS = 10
+
+
+def best_rung_per_score_bin(score: np.ndarray, net: np.ndarray, bins: int = SCORE_BINS) -> np.ndarray:
+    """Per member, the rung (0, *_RUNGS) whose true net revenue summed over the member's score
+    decile is largest: the best one-rung-per-decile policy, fitted in-sample on the truth, an
+    upper bound for a policy that decides on the score alone. `net`: (n, 1 + len(_RUNGS))."""
+    rungs = np.asarray((0, *_RUNGS))
+    if len(score) == 0:
+        return np.zeros(0, dtype=int)
+    edges = np.unique(np.quantile(score, np.linspace(0, 1, bins + 1)[1:-1]))
+    decile = np.searchsorted(edges, score, side="right")
+    sums = np.zeros((len(edges) + 1, net.shape[1]))
+    np.add.at(sums, decile, net)
+    return rungs[sums.argmax(axis=1)][decile]
+
+
 def offer_policy_revenue(members: pd.DataFrame, policies: dict[str, OfferPolicy],
                          horizon_months: float) -> pd.DataFrame:
     """OFFER_POLICY_COLUMNS: the true net revenue of each discount policy on the same members.
@@ -152,7 +173,8 @@ def offer_policy_revenue(members: pd.DataFrame, policies: dict[str, OfferPolicy]
     active_days_30d, p_untreated and p_discount_10/20/30 (the oracle's truth with each rung).
     A policy is an uplift table for offers.choose_discount, or a function of `members` giving
     each member's discount (marketing.offer_model); "oracle-optimal" picks each member's best
-    rung from the truth itself. Net revenue against no offer, over the horizon:
+    rung from the truth itself, and BEST_ON_SCORE the best rung of each score decile (what a
+    policy that sees the score could reach at most). Net revenue against no offer, over the horizon:
     V * ((1 - p_d) * (1 - d) - (1 - p_untreated)), V = monthly price * horizon."""
     from churn_assets.scoring.offers import choose_discount
 
@@ -162,7 +184,8 @@ def offer_policy_revenue(members: pd.DataFrame, policies: dict[str, OfferPolicy]
     net = {d: value * (stay[d] * (1 - d / 100) - stay[0]) for d in stay}
     table = np.column_stack([net[d] for d in (0, *_RUNGS)])
     best = np.asarray((0, *_RUNGS))[table.argmax(axis=1)]
-    chosen = {"oracle-optimal": best}
+    chosen = {"oracle-optimal": best,
+              BEST_ON_SCORE: best_rung_per_score_bin(members["churn_probability"].to_numpy(float), table)}
     for name, policy in policies.items():
         chosen[name] = (np.asarray(policy(members), dtype=int) if callable(policy) else
                         choose_discount(members["churn_probability"].to_numpy(float),

@@ -213,10 +213,14 @@ def _days(dates: pd.Series) -> np.ndarray:
 
 
 def _same_rows(a: pd.DataFrame, b: pd.DataFrame) -> bool:
-    def canon(f: pd.DataFrame) -> list[tuple]:
-        return sorted(zip(f["msno"].astype(str), _days(f["membership_expire_date"]), _days(f["week_start"]),
-                          f["action"].astype(str), percentages(f["discount_pct"])))
-    return canon(a) == canon(b)
+    """Whether two treatment frames hold the same rows in any order (vectorised: the replay
+    checks the whole history on every Monday)."""
+    def canon(f: pd.DataFrame) -> pd.DataFrame:
+        frame = pd.DataFrame({"msno": f["msno"].astype(str).to_numpy(), "expire": _days(f["membership_expire_date"]),
+                              "week": _days(f["week_start"]), "action": f["action"].astype(str).to_numpy(),
+                              "pct": percentages(f["discount_pct"])})
+        return frame.sort_values(list(frame.columns), kind="stable").reset_index(drop=True)
+    return len(a) == len(b) and canon(a).equals(canon(b))
 
 
 def _treatment_summary(oracle: pa.Table | None, unmatched: int) -> dict:

@@ -9,7 +9,8 @@ from pydantic import Field
 from churn_assets.core.buckets import A_THRESHOLD, B_THRESHOLD
 from churn_assets.scoring.offers import DEFAULT_HORIZON_MONTHS, DEFAULT_LADDER, DEFAULT_UPLIFT_BY_BUCKET
 from churn_assets.marketing.offer_model import fit_offer_model
-from churn_assets.marketing.uplift import DEFAULT_CALL_UPLIFT, DEFAULT_EXPLORATION_SHARE, UpliftEstimate, learn_uplift
+from churn_assets.marketing.uplift import (DEFAULT_CALL_UPLIFT, DEFAULT_EXPLORATION_SHARE, DEFAULT_OFFER_CONFIDENCE,
+                                           UpliftEstimate, learn_uplift)
 from churn_assets.scoring.scores import ScoringPolicy
 
 
@@ -26,6 +27,10 @@ class ScoringConfig(dg.Config):
     learn_offer: bool = Field(
         default=True, description="Replace the assumed uplift of bucket B's rungs and of the call by the "
         "experiment's estimates (months final by the week; shrunk towards the assumed values).")
+    offer_confidence: float = Field(
+        default=DEFAULT_OFFER_CONFIDENCE, description="With learn_offer: a measured rung is offered on this "
+        "one-sided lower bound of its learned uplift (0.5: the estimate itself), so bucket B is discounted only "
+        "where the experiment says it pays.")
     per_member_offer: bool = Field(
         default=False, description="With learn_offer: bucket B's discount per member from a logistic model of "
         "the experiment's outcomes (score, listening, rung) once enough are final (marketing.offer_model). Off "
@@ -41,7 +46,7 @@ class ScoringConfig(dg.Config):
     def policy(self, learned: Optional[UpliftEstimate] = None) -> ScoringPolicy:
         uplift = {b: {int(d): u for d, u in t.items()} for b, t in self.uplift.items()}
         if learned is not None and self.learn_offer:
-            uplift = {**uplift, "B": learned.by_bucket("B")}
+            uplift = {**uplift, "B": learned.by_bucket("B", "uplift_low")}
         return ScoringPolicy(
             a_threshold=self.a_threshold,
             b_threshold=self.b_threshold,
@@ -60,5 +65,6 @@ class ScoringConfig(dg.Config):
         learning is off)."""
         if not self.learn_offer:
             return None
-        table = learn_uplift(evidence, {int(d): u for d, u in self.uplift.get("B", {}).items()}, self.call_uplift)
+        table = learn_uplift(evidence, {int(d): u for d, u in self.uplift.get("B", {}).items()}, self.call_uplift,
+                             confidence=self.offer_confidence)
         return replace(table, model=fit_offer_model(outcomes, self.discount_ladder) if self.per_member_offer else None)
