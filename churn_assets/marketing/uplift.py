@@ -110,7 +110,7 @@ def learn_uplift(rungs: pd.DataFrame | None, prior: Mapping[int, float], call_pr
                                 prior_values)
     uplift = np.clip(np.where(known, weight * observed + (1 - weight) * prior_values, prior_values), 0.0, 1.0)
     # the normal-normal posterior's sd is sqrt(weight) * se (weight = prior var / (prior var + se^2))
-    posterior_sd = np.where(known, np.sqrt(weight) * np.where(known, se, 0.0), 0.0)
+    posterior_sd = np.sqrt(weight) * np.where(known, se, 0.0)
     uplift_low = np.clip(uplift - norm.ppf(confidence) * posterior_sd, 0.0, 1.0)
     table = out.assign(scaled_prior=prior_values, n_treated=n_t.astype(int), n_control=n_c.astype(int),
                        observed=np.where(known, observed, np.nan),
