@@ -84,3 +84,19 @@ def test_comments_point_only_at_the_repository():
     hits = [f"{rel.as_posix()}:{i}" for rel, _ in _modules()
             for i, line in enumerate((PACKAGE / rel).read_text().splitlines(), 1) if stale.search(line)]
     assert not hits, hits
+
+
+# Every process that loads the code location pays its imports: the webserver's code server, each
+# run worker and, under the multiprocess executor, every step. The heavy libraries load in the
+# bodies that use them (the evidently pattern), not when Dagster reads the definitions.
+HEAVY_AT_RUN_TIME = ("lightgbm", "sklearn", "matplotlib", "statsmodels", "optuna", "evidently", "great_expectations")
+
+
+def test_loading_the_definitions_imports_no_heavy_library():
+    import subprocess
+    import sys
+
+    code = ("import sys, churn_assets.definitions; "
+            f"print(' '.join(m for m in {HEAVY_AT_RUN_TIME!r} if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert not loaded, f"loading churn_assets.definitions imports {loaded}: import them inside the asset bodies"

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
-from matplotlib.figure import Figure
 
 from churn_assets.features.labels import validate_month
 from churn_assets.sql import ident
@@ -72,6 +71,8 @@ def churn_chart_png(kpi: pd.DataFrame, path: Path) -> Path:
     labels = [pd.Timestamp(m).strftime("%Y-%m") for m in kpi["month"]]
     x = range(len(kpi))
     width = 0.27
+    from matplotlib.figure import Figure  # matplotlib only when a chart is drawn
+
     fig = Figure(figsize=(max(6.0, 0.7 * len(kpi) + 3), 4.8), dpi=100, layout="constrained")  # no pyplot
     ax = fig.add_subplot()
     bars = [("new_members", "new", "#4C72B0"), ("renewed", "retained", "#55A868"), ("churned", "churned", "#C44E52")]

@@ -48,7 +48,6 @@ from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 
 from churn_assets.dates import add_months, as_date
 from churn_assets.marketing.treatments import CONTROL, FREE_TRIAL_B_ACTION, TREATED
@@ -411,6 +410,8 @@ def effect_chart_png(rows: pd.DataFrame, path: Path, confidence: float = DEFAULT
     labels = [f"bucket {b}" if level == BUCKET else "month (control bucket-weighted)" for level, b in zip(shown["level"], shown["bucket"])]
     x = np.arange(len(shown))
     width = 0.38
+    from matplotlib.figure import Figure  # matplotlib only when a chart is drawn
+
     fig = Figure(figsize=(max(6.0, 1.6 * len(shown) + 2), 4.5), dpi=100, layout="constrained")  # no pyplot
     ax = fig.add_subplot()
     for offset, arm, colour in ((-width / 2, "treated", "#4C72B0"), (width / 2, "control", "#C44E52")):

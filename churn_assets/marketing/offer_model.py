@@ -30,7 +30,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import statsmodels.api as sm
 from scipy.special import expit, logit
 
 from churn_assets.scoring.offers import DEFAULT_HORIZON_MONTHS, choose_discount
@@ -110,6 +109,8 @@ def fit_offer_model(evidence: pd.DataFrame | None, ladder: Sequence[int], prior_
     # statsmodels' penalty is alpha * |b|^2 / 2 on the mean log-likelihood: a N(0, sd^2) prior
     # on the full likelihood is alpha = 1 / (n sd^2) on the treatment terms, 0 elsewhere
     alpha = np.r_[np.zeros(3), np.full(2 * len(rungs), 1.0 / (len(y) * prior_sd ** 2))]
+    import statsmodels.api as sm  # only when fitting: scoring imports OfferModel for its type
+
     fit = sm.GLM(y, x, family=sm.families.Binomial()).fit_regularized(alpha=alpha, L1_wt=0.0)
     names = coefficient_names(rungs)
     return OfferModel(rungs, pd.Series(np.asarray(fit.params, dtype=float), index=names), len(y))

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-from matplotlib.figure import Figure  # no pyplot: no backend to choose on a headless code server
 
 from churn_assets.core.buckets import A_THRESHOLD, ACTIONS, B_THRESHOLD, BUCKETS
 from churn_assets.core.reasons import REASON_COLUMNS
@@ -101,6 +100,8 @@ def marketing_csv(
 
 
 def _histogram_png(scores: pd.DataFrame, a_threshold: float, b_threshold: float) -> str:
+    from matplotlib.figure import Figure  # no pyplot (headless); matplotlib only when drawing
+
     fig = Figure(figsize=(7, 3.2), dpi=100, layout="tight")
     ax = fig.subplots()
     bins = [i / 20 for i in range(21)]

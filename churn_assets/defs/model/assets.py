@@ -21,8 +21,6 @@ from churn_assets.defs.resources import ModelRegistry, Warehouse
 from churn_assets.model.data import labelled_months, load_training_frame, training_window
 from churn_assets.model.names import PRODUCTION
 from churn_assets.model.promotion_log import promotion_row, record_promotion
-from churn_assets.model.training import DEFAULT_PARAMS, train_churn_model
-from churn_assets.model.tuning import tune
 
 
 def latest_model_version(instance: dg.DagsterInstance) -> str:
@@ -37,6 +35,8 @@ def latest_model_version(instance: dg.DagsterInstance) -> str:
 def _tune(context: dg.AssetExecutionContext, config: TrainConfig, mlflow: Any, frame: pd.DataFrame,
           train_months: list[dt.date], valid_month: dt.date) -> dict:
     """Optuna's best recipe; the study is logged into this run's MLflow run."""
+    from churn_assets.model.tuning import tune
+
     params, trials = tune(frame, train_months, valid_month, config.n_trials, config.timeout_s, config.seed,
                           config.num_threads)
     mlflow.log_params({f"tuning.best.{k}": v for k, v in params.items()})
@@ -58,6 +58,8 @@ def churn_model(
     context: dg.AssetExecutionContext, config: TrainConfig, warehouse: Warehouse, registry: ModelRegistry,
     mlflow: dg.ResourceParam[Any],  # dagster-mlflow: this Dagster run's MLflow run, which the training logs into
 ) -> dg.MaterializeResult:
+    from churn_assets.model.training import DEFAULT_PARAMS, train_churn_model  # LightGBM, sklearn: only when run
+
     with warehouse.get_connection() as con:
         try:
             train_months, valid_month = training_window(labelled_months(con, config.min_history_months),

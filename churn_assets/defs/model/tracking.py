@@ -20,7 +20,6 @@ with warnings.catch_warnings():  # dagster-mlflow is marked beta; say it once he
     from dagster_mlflow import end_mlflow_on_run_finished
     from dagster_mlflow.resources import CONFIG_SCHEMA, MlFlow
 
-from churn_assets.model.mlflow_logging import ensure_experiment
 from churn_assets.model.names import EXPERIMENT
 
 __all__ = ["end_mlflow_on_run_finished", "mlflow_resource"]
@@ -33,6 +32,8 @@ __all__ = ["end_mlflow_on_run_finished", "mlflow_resource"]
 def _churn_mlflow(context: dg.InitResourceContext):
     config = context.resource_config
     if config.get("mlflow_tracking_uri"):
+        from churn_assets.model.mlflow_logging import ensure_experiment  # matplotlib, LightGBM: only when run
+
         ensure_experiment(config["mlflow_tracking_uri"], config.get("artifact_location"), config["experiment_name"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -28,7 +28,6 @@ from churn_assets.marketing.queries import (read_earlier_treatments, read_month_
                                             read_offer_outcomes)
 from churn_assets.marketing.treatments import is_new_contact
 from churn_assets.marketing.uplift import UpliftEstimate
-from churn_assets.monitoring.charts import report_charts
 from churn_assets.scoring.report import ReportFiles, build_report, email_subject
 from churn_assets.scoring.scores import ScoringPolicy, score_members
 from churn_assets.sql import replace_partition
@@ -183,6 +182,8 @@ def _email(context: dg.AssetExecutionContext, smtp: Smtp, files: ReportFiles, we
 def weekly_churn_report(
     context: dg.AssetExecutionContext, warehouse: Warehouse, storage: Storage, smtp: Smtp
 ) -> dg.MaterializeResult:
+    from churn_assets.monitoring.charts import report_charts  # matplotlib: only when a report is drawn
+
     week = week_of(context.partition_key)
     with warehouse.get_connection() as con:
         scores = read_week(con, SCORES_TABLE, week)

@@ -8,7 +8,6 @@ from pydantic import Field
 
 from churn_assets.core.buckets import A_THRESHOLD, B_THRESHOLD
 from churn_assets.scoring.offers import DEFAULT_HORIZON_MONTHS, DEFAULT_LADDER, DEFAULT_UPLIFT_BY_BUCKET
-from churn_assets.marketing.offer_model import fit_offer_model
 from churn_assets.marketing.uplift import (DEFAULT_CALL_UPLIFT, DEFAULT_EXPLORATION_SHARE, DEFAULT_OFFER_CONFIDENCE,
                                            UpliftEstimate, learn_uplift)
 from churn_assets.scoring.scores import ScoringPolicy
@@ -65,6 +64,8 @@ class ScoringConfig(dg.Config):
         learning is off)."""
         if not self.learn_offer:
             return None
+        from churn_assets.marketing.offer_model import fit_offer_model  # statsmodels: only when scoring
+
         table = learn_uplift(evidence, {int(d): u for d, u in self.uplift.get("B", {}).items()}, self.call_uplift,
                              confidence=self.offer_confidence)
         return replace(table, model=fit_offer_model(outcomes, self.discount_ladder) if self.per_member_offer else None)
