@@ -28,13 +28,18 @@ demo: $(STAMP)
 # two test workers (pytest-xdist, one file each at a time): most of the suite waits on Dagster's
 # storage, servers and subprocesses, so two processes on two cores nearly halve the wall time
 TEST_WORKERS ?= 2
+# Test data (warehouses, Dagster instances, MLflow stores) on tmpfs where there is one: the
+# instances' SQLite commits each wait for an fsync on disk (~4.6 ms vs ~0.35 ms in RAM; the
+# replays run ~13 % faster). TEST_TMPDIR= keeps the system's temp dir.
+TEST_TMPDIR ?= $(if $(wildcard /dev/shm/.),/dev/shm/churn-assets-tests)
+PYTEST = $(if $(TEST_TMPDIR),mkdir -p $(TEST_TMPDIR) && TMPDIR=$(TEST_TMPDIR) )$(PY) -m pytest
 
 test: $(STAMP)
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(PYTEST) -n $(TEST_WORKERS) --dist loadfile
 
 # the fast layer only: unit and direct-asset tests, no replays, servers or subprocess runs
 test-fast: $(STAMP)
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow"
+	$(PYTEST) -n $(TEST_WORKERS) --dist loadfile -m "not slow"
 
 ui: $(STAMP)
 	$(VENV)/bin/dagster dev -h 127.0.0.1 -p $${PORT:-3000} -w workspace.yaml

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import date
 from pathlib import Path
 
 from churn_assets.settings import paths_from_env
@@ -44,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--treatment-effect", type=float, default=None,
                       help="scale of the actions' true effects in the world (default 1; 0: nothing works)")
     demo.add_argument("--keep", action="store_true", help="do not reset the warehouse, MLflow and instance first")
+    demo.add_argument("--until", type=date.fromisoformat, default=None,
+                      help="last Monday to replay, YYYY-MM-DD (default: the first Monday after the world ends)")
 
     args = parser.parse_args(argv)
     if args.command == "generate":
@@ -64,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
                  "scenarios": args.scenario or DEFAULT_WORLD["scenarios"],
                  "treatment_effect": DEFAULT_WORLD["treatment_effect"] if args.treatment_effect is None
                  else args.treatment_effect}
-        print(run_demo(members=args.members, seed=args.seed, reset=not args.keep, world=world).render())
+        print(run_demo(members=args.members, seed=args.seed, reset=not args.keep, world=world,
+                       until=args.until).render())
     return 0
 
 

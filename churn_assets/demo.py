@@ -202,9 +202,11 @@ def replay_mondays(months: list[date]) -> list[date]:
 
 def run_demo(members: int = 20_000, seed: int = 7, reset: bool = True, world: dict | None = None,
              instance: dg.DagsterInstance | None = None, run_config: dict[str, dict] | None = None,
-             online_traffic: bool = True) -> DemoSummary:
+             online_traffic: bool = True, until: date | None = None) -> DemoSummary:
     """Replay a world Monday by Monday; `run_config` (job name -> run config) replaces DEMO_RUN_CONFIG;
-    `online_traffic` False skips the weekly online requests and their serving drift.
+    `online_traffic` False skips the weekly online requests and their serving drift; `until`
+    is the last Monday replayed (None: every Monday of replay_mondays). The world is still
+    generated to its end, so the oracle holds every month.
 
     Time-true: on each Monday the landing area holds only what had happened before it
     (DropCutter), the sensors see that, labels count once final by the data's watermark,
@@ -244,6 +246,8 @@ def run_demo(members: int = 20_000, seed: int = 7, reset: bool = True, world: di
     world_end = add_months(months[-1], 1)
     due_final = set()  # months final by the replay's day (the full data up to it is delivered)
     for monday in replay_mondays(months):
+        if until is not None and monday > until:
+            break
         replay.week = monday
         newly_final = {m for m in months if final_on(m) <= monday} - due_final
         due_final |= newly_final

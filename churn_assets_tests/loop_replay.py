@@ -24,12 +24,13 @@ RUN_CONFIG = {
 }
 
 
-def replay(months, scenarios):
-    """(demo summary, drift_reports weeks, tags of each promoted version, runs the drift sensor asked for)."""
+def replay(months, scenarios, until):
+    """(demo summary, drift_reports weeks, tags of each promoted version, runs the drift sensor asked
+    for) of a replay that stops after the Monday `until`."""
     with dg.instance_for_test() as instance:
         # online traffic has its own tests (test_serving_*): leaving it out saves ~2 min here
         summary = run_demo(members=MEMBERS, seed=5, instance=instance, run_config=RUN_CONFIG, online_traffic=False,
-                           world={"start": "2016-05", "months": months, "scenarios": scenarios})
+                           until=until, world={"start": "2016-05", "months": months, "scenarios": scenarios})
     with duckdb.connect(str(paths_from_env().duckdb_path), read_only=True) as con:
         weeks = con.execute("SELECT week_start::VARCHAR AS week_start, model_version, drift_share, level, decision "
                             "FROM monitoring.drift_reports ORDER BY 1").df()
