@@ -21,6 +21,8 @@ RUN_CONFIG = {
     "train_job": {"ops": {"ml__churn_model": {"config": {"mode": "refit", **_GATE}}, **_ACCEPT}},
     "retune_job": {"ops": {"ml__churn_model": {"config": {"mode": "retune", "n_trials": 3, "timeout_s": 60.0,
                                                           **_GATE}}, **_ACCEPT}},
+    # the HTML of an acting week (~3 s each, 8 of the shift world's weeks) is tested in test_monitoring_assets
+    "weekly_scoring_job": {"ops": {"monitoring__drift_report": {"config": {"render_html": "never"}}}},
 }
 
 
