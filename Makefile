@@ -35,11 +35,11 @@ TEST_TMPDIR ?= $(if $(wildcard /dev/shm/.),/dev/shm/churn-assets-tests)
 PYTEST = $(if $(TEST_TMPDIR),mkdir -p $(TEST_TMPDIR) && TMPDIR=$(TEST_TMPDIR) )$(PY) -m pytest
 
 test: $(STAMP)
-	$(PYTEST) -n $(TEST_WORKERS) --dist loadfile
+	$(PYTEST) -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # the fast layer only: unit and direct-asset tests, no replays, servers or subprocess runs
 test-fast: $(STAMP)
-	$(PYTEST) -n $(TEST_WORKERS) --dist loadfile -m "not slow"
+	$(PYTEST) -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not slow"
 
 ui: $(STAMP)
 	$(VENV)/bin/dagster dev -h 127.0.0.1 -p $${PORT:-3000} -w workspace.yaml

@@ -8,9 +8,18 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-# The replays are the longest tests by far: collected first, test workers (pytest-xdist, one
-# file per worker at a time) start them first and finish together instead of waiting on them.
-LONGEST_FIRST = ("test_loop_shift_world.py", "test_loop_stationary_world.py")
+# Longest files first (measured, 2 workers): pytest-xdist hands one file at a time to the first
+# free worker, so starting the long ones first leaves short files to even out the end instead
+# of one worker finishing a long file alone (longest-processing-time-first scheduling). The
+# Makefile passes --no-loadscope-reorder: by default xdist re-sorts files by their number of
+# tests, which put these one-test files last.
+LONGEST_FIRST = (
+    "test_loop_shift_world.py", "test_loop_stationary_world.py", "test_marketing_effect_truth.py",
+    "test_reliability_idempotence.py", "test_synthetic_treatments.py", "test_monitoring_assets.py",
+    "test_reliability_concurrency.py", "test_backfill_multiprocess.py", "test_model_under_treatment.py",
+    "test_serving_log.py", "test_dagster_cli.py", "test_model_assets.py", "test_postgres_profile.py",
+    "test_webserver_graphql.py",
+)
 
 
 def pytest_collection_modifyitems(config, items):
