@@ -25,9 +25,10 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(VENV)/bin/churn-assets demo
 
-# two test workers (pytest-xdist, one file each at a time): most of the suite waits on Dagster's
-# storage, servers and subprocesses, so two processes on two cores nearly halve the wall time
-TEST_WORKERS ?= 2
+# three test workers on two cores (pytest-xdist, one file each at a time): a quarter of the suite
+# waits on servers and subprocesses, which a third worker fills (same machine and day: 611 s
+# with 3, 693 s with 2, once the longest files start first)
+TEST_WORKERS ?= 3
 # Test data (warehouses, Dagster instances, MLflow stores) on tmpfs where there is one: the
 # instances' SQLite commits each wait for an fsync on disk (~4.6 ms vs ~0.35 ms in RAM; the
 # replays run ~13 % faster). TEST_TMPDIR= keeps the system's temp dir.
