@@ -67,12 +67,12 @@ def kpi_history(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
 def churn_chart_png(kpi: pd.DataFrame, path: Path) -> Path:
     """Bar chart of new / retained (renewed) / churned members per month, churn rate as a line
     on a secondary axis, written as PNG to `path` (parents created). Returns `path`."""
+    from matplotlib.figure import Figure  # matplotlib only when a chart is drawn
+
     kpi = kpi.sort_values("month")
     labels = [pd.Timestamp(m).strftime("%Y-%m") for m in kpi["month"]]
     x = range(len(kpi))
     width = 0.27
-    from matplotlib.figure import Figure  # matplotlib only when a chart is drawn
-
     fig = Figure(figsize=(max(6.0, 0.7 * len(kpi) + 3), 4.8), dpi=100, layout="constrained")  # no pyplot
     ax = fig.add_subplot()
     bars = [("new_members", "new", "#4C72B0"), ("renewed", "retained", "#55A868"), ("churned", "churned", "#C44E52")]

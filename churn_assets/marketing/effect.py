@@ -406,12 +406,12 @@ def effect_markdown(rows: pd.DataFrame) -> str:
 def effect_chart_png(rows: pd.DataFrame, path: Path, confidence: float = DEFAULT_CONFIDENCE) -> Path:
     """Bars of the treated and control churn rate per bucket, and of the month's treated vs
     counterfactual, with their intervals, written as PNG to `path` (parents created)."""
+    from matplotlib.figure import Figure  # matplotlib only when a chart is drawn
+
     shown = rows[rows["level"].isin([BUCKET, MONTH])].reset_index(drop=True)
     labels = [f"bucket {b}" if level == BUCKET else "month (control bucket-weighted)" for level, b in zip(shown["level"], shown["bucket"])]
     x = np.arange(len(shown))
     width = 0.38
-    from matplotlib.figure import Figure  # matplotlib only when a chart is drawn
-
     fig = Figure(figsize=(max(6.0, 1.6 * len(shown) + 2), 4.5), dpi=100, layout="constrained")  # no pyplot
     ax = fig.add_subplot()
     for offset, arm, colour in ((-width / 2, "treated", "#4C72B0"), (width / 2, "control", "#C44E52")):
