@@ -3,6 +3,8 @@ definitions and the demo runner), asset keys are defined once, Dagster bodies st
 hold no SQL. A newcomer can rely on them because the suite fails when one is broken."""
 import ast
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).parents[1] / "churn_assets"
@@ -93,9 +95,6 @@ HEAVY_AT_RUN_TIME = ("lightgbm", "sklearn", "matplotlib", "statsmodels", "optuna
 
 
 def test_loading_the_definitions_imports_no_heavy_library():
-    import subprocess
-    import sys
-
     code = ("import sys, churn_assets.definitions; "
             f"print(' '.join(m for m in {HEAVY_AT_RUN_TIME!r} if m in sys.modules))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()

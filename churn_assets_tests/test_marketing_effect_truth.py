@@ -70,8 +70,8 @@ def _measured(seed: int, tmp_path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataF
     assert len(final) > 7_000                         # rows in = matched + unmatched, per measure_effect
     result = measure_effect(final, POOLED)
     assert result.rows_in == len(final) == result.matched + result.unmatched
-    monthly = pd.concat([measure_effect(g, pd.Timestamp(m).date()).rows.assign(target_month=pd.Timestamp(m))
-                         for m, g in final.groupby("target_month")], ignore_index=True)
+    monthly = pd.concat([measure_effect(g, pd.Timestamp(m).date()).rows for m, g in final.groupby("target_month")],
+                        ignore_index=True)
     return result.rows, monthly, treatments, oracle
 
 
@@ -79,7 +79,8 @@ def _measured(seed: int, tmp_path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataF
 @pytest.mark.parametrize("seed", [3, 11])
 def test_measured_effect_intervals_cover_the_true_effect(seed, tmp_path):
     rows, monthly, treatments, oracle = _measured(seed, tmp_path)
-    truth = true_effects(treatments, oracle).assign(target_month=pd.Timestamp(POOLED))
+    by_month = true_effects(treatments, oracle)
+    truth = by_month.assign(target_month=pd.Timestamp(POOLED))
     pooled = truth.groupby(["target_month", "bucket"], as_index=False).apply(
         lambda g: pd.Series({"n_treated": g["n_treated"].sum(),
                              "true_effect": np.average(g["true_effect"], weights=g["n_treated"])}),
@@ -105,6 +106,6 @@ def test_measured_effect_intervals_cover_the_true_effect(seed, tmp_path):
 
     # month by month (what marketing.retention_effect publishes): 4 months x 3 buckets, a 95 %
     # interval misses about 1 in 20; intervals half as wide as they should be would miss 1 in 3
-    per_month = effects_against_truth(monthly, true_effects(treatments, oracle))
+    per_month = effects_against_truth(monthly, by_month)
     assert len(per_month) == 12 and per_month["true_effect"].notna().all(), per_month
     assert per_month["covered"].sum() >= 10, per_month
