@@ -17,10 +17,12 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from functools import partial
 from pathlib import Path
 
 import dagster as dg
 import duckdb
+import numpy as np
 import pandas as pd
 from dagster._core.storage.tags import RUN_KEY_TAG, SENSOR_NAME_TAG
 
@@ -406,10 +408,12 @@ EFFECT_TRUTH_TITLE = ("retention effect per bucket (control minus treated churn,
                       "world's true effect on the treated members")
 OFFER_TRUTH_TITLE = ("discount policy of bucket B against the truth: net revenue on the same paying members "
                      "(oracle-optimal: each member's best rung from the true probabilities, out of any model's "
-                     "reach; best on the score: the best rung per score decile fitted on the truth, the ceiling of a "
-                     "score-only policy; learned rung table: the shrunk uplift per rung, the lower bound is what "
-                     "scoring decides on; learned per member: marketing.offer_model fitted on the outcomes final by "
-                     "the end; assumed: the configured table)")
+                     "reach; best on the true risk: the best rung per decile of the true churn probability, a "
+                     "perfect churn model without each member's effect; best on the score: the same on the score "
+                     "deciles, the ceiling of a score-only policy; learned rung table: the shrunk uplift per rung, "
+                     "the lower bound is what scoring decides on; learned per member: marketing.offer_model fitted on "
+                     "the outcomes final by the end, on its lower bound and its estimate; assumed: the configured "
+                     "table)")
 
 
 def _against_oracle(paths: Paths, source: Path, evaluate) -> pd.DataFrame | None:
@@ -425,6 +429,13 @@ def _against_oracle(paths: Paths, source: Path, evaluate) -> pd.DataFrame | None
         return None
 
 
+def _per_member_offer(model, members: pd.DataFrame, confidence: float) -> np.ndarray:
+    from churn_assets.scoring.offers import DEFAULT_HORIZON_MONTHS, DEFAULT_LADDER
+
+    return model.choose(members["churn_probability"], members["active_days_30d"], members["monthly_price"],
+                        DEFAULT_LADDER, DEFAULT_HORIZON_MONTHS, confidence)
+
+
 def _offers_against_truth(con: duckdb.DuckDBPyConnection, oracle: Path) -> pd.DataFrame:
     """The learned and the assumed offer's true net revenue beside the oracle-optimal offer's."""
     from churn_assets.marketing.offer_model import fit_offer_model
@@ -438,6 +449,6 @@ def _offers_against_truth(con: duckdb.DuckDBPyConnection, oracle: Path) -> pd.Da
     policies = {"learned rung table (lower bound)": learned.by_bucket("B", "uplift_low"),
                 "learned rung table (estimate)": learned.by_bucket("B"), "assumed table": dict(DEFAULT_UPLIFT)}
     if model is not None:
-        policies["learned per member"] = lambda m: model.choose(m["churn_probability"], m["active_days_30d"],
-                                                                m["monthly_price"], DEFAULT_LADDER, DEFAULT_HORIZON_MONTHS)
+        for name, confidence in (("lower bound", model.confidence), ("estimate", 0.5)):
+            policies[f"learned per member ({name})"] = partial(_per_member_offer, model, confidence=confidence)
     return compare_offers_with_oracle(con, oracle, policies, DEFAULT_HORIZON_MONTHS).round(3)

@@ -126,7 +126,8 @@ def test_offer_policy_revenue_against_the_oracle_optimal_offer():
 def test_best_on_the_score_is_the_best_rung_per_score_decile():
     """The truth-fitted ceiling of a score-only policy: one rung per score decile, the one whose
     true net revenue summed over the decile is largest (0 when no rung pays there)."""
-    from churn_assets.monitoring.oracle_evaluation import BEST_ON_SCORE, best_rung_per_score_bin, offer_policy_revenue
+    from churn_assets.monitoring.oracle_evaluation import (BEST_ON_SCORE, BEST_ON_TRUE_RISK, best_rung_per_score_bin,
+                                                           offer_policy_revenue)
 
     score = np.repeat(np.arange(10) / 10 + 0.05, 2)               # two members per decile
     net = np.zeros((20, 4))
@@ -143,3 +144,5 @@ def test_best_on_the_score_is_the_best_rung_per_score_decile():
     table = offer_policy_revenue(members, {}, 6).set_index("policy")
     assert table.loc[BEST_ON_SCORE, "net_revenue"] == pytest.approx(120.0)   # 10 % for both: +126 - 6
     assert table.loc["oracle-optimal", "net_revenue"] == pytest.approx(126.0)
+    # the true risk tells the two apart (two deciles): 10 % to the first only, as the oracle
+    assert table.loc[BEST_ON_TRUE_RISK, "net_revenue"] == pytest.approx(126.0)

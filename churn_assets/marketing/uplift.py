@@ -33,13 +33,12 @@ import pandas as pd
 from scipy.stats import norm
 
 from churn_assets.core.buckets import ACTIONS, assign_buckets
-from churn_assets.marketing.offer_model import OfferModel
+from churn_assets.marketing.offer_model import DEFAULT_OFFER_CONFIDENCE, OfferModel
 from churn_assets.marketing.treatments import hash_unit
 
 PRIOR_SD = 0.25
 DEFAULT_CALL_UPLIFT = 0.30           # assumed until measured: a call keeps 30 % of would-be churners
 DEFAULT_EXPLORATION_SHARE = 0.20
-DEFAULT_OFFER_CONFIDENCE = 0.95      # one-sided: offer on the rung's 5 % posterior quantile of uplift
 EXPLORATION_SALT = "offer-exploration-1"
 UPLIFT_COLUMNS = ["bucket", "action", "discount_pct", "n_treated", "n_control", "observed", "observed_se",
                   "prior", "scaled_prior", "weight", "uplift", "uplift_low"]

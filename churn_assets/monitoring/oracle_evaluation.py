@@ -148,6 +148,9 @@ _RUNGS = (10, 20, 30)   # the oracle's counterfactual discount rungs (p_discount
 # churn probability and true effect per rung (latent engagement, price sensitivity, the day's
 # noise), which the score only estimates, so on thin margins it is far out of any model's reach.
 BEST_ON_SCORE = "best on the score (truth-fitted)"
+# the same with the true churn probability in place of the score: what a perfect churn model
+# reaches when the effect per member is unknown (one rung per risk decile)
+BEST_ON_TRUE_RISK = "best on the true risk (truth-fitted)"
 SCORE_BINS = 10
 
 
@@ -173,8 +176,9 @@ def offer_policy_revenue(members: pd.DataFrame, policies: dict[str, OfferPolicy]
     active_days_30d, p_untreated and p_discount_10/20/30 (the oracle's truth with each rung).
     A policy is an uplift table for offers.choose_discount, or a function of `members` giving
     each member's discount (marketing.offer_model); "oracle-optimal" picks each member's best
-    rung from the truth itself, and BEST_ON_SCORE the best rung of each score decile (what a
-    policy that sees the score could reach at most). Net revenue against no offer, over the horizon:
+    rung from the truth itself, BEST_ON_TRUE_RISK the best rung of each decile of the true churn
+    probability (a perfect churn model without the effect per member), and BEST_ON_SCORE the
+    best rung of each score decile (what a policy that sees the score could reach at most). Net revenue against no offer, over the horizon:
     V * ((1 - p_d) * (1 - d) - (1 - p_untreated)), V = monthly price * horizon."""
     from churn_assets.scoring.offers import choose_discount
 
@@ -185,6 +189,7 @@ def offer_policy_revenue(members: pd.DataFrame, policies: dict[str, OfferPolicy]
     table = np.column_stack([net[d] for d in (0, *_RUNGS)])
     best = np.asarray((0, *_RUNGS))[table.argmax(axis=1)]
     chosen = {"oracle-optimal": best,
+              BEST_ON_TRUE_RISK: best_rung_per_score_bin(members["p_untreated"].to_numpy(float), table),
               BEST_ON_SCORE: best_rung_per_score_bin(members["churn_probability"].to_numpy(float), table)}
     for name, policy in policies.items():
         chosen[name] = (np.asarray(policy(members), dtype=int) if callable(policy) else

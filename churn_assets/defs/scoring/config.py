@@ -29,11 +29,11 @@ class ScoringConfig(dg.Config):
     offer_confidence: float = Field(
         default=DEFAULT_OFFER_CONFIDENCE, description="With learn_offer: a measured rung is offered on this "
         "one-sided lower bound of its learned uplift (0.5: the estimate itself), so bucket B is discounted only "
-        "where the experiment says it pays.")
+        "where the experiment says it pays; the per-member offer decides on the same bound.")
     per_member_offer: bool = Field(
         default=False, description="With learn_offer: bucket B's discount per member from a logistic model of "
         "the experiment's outcomes (score, listening, rung) once enough are final (marketing.offer_model). Off "
-        "by default: on the demo world it earned less than the rung table (README: the learned offer).")
+        "by default: on the demo world it earns about what the rung table earns on its bound (README: the learned offer).")
     call_uplift: float = Field(default=DEFAULT_CALL_UPLIFT, description="Assumed share of would-be churners a call "
                                "keeps, until measured: ranks the calls when call_capacity is set.")
     call_capacity: Optional[int] = Field(
@@ -68,4 +68,5 @@ class ScoringConfig(dg.Config):
 
         table = learn_uplift(evidence, {int(d): u for d, u in self.uplift.get("B", {}).items()}, self.call_uplift,
                              confidence=self.offer_confidence)
-        return replace(table, model=fit_offer_model(outcomes, self.discount_ladder) if self.per_member_offer else None)
+        return replace(table, model=fit_offer_model(outcomes, self.discount_ladder, confidence=self.offer_confidence)
+                       if self.per_member_offer else None)
