@@ -178,7 +178,8 @@ def offer_policy_revenue(members: pd.DataFrame, policies: dict[str, OfferPolicy]
     each member's discount (marketing.offer_model); "oracle-optimal" picks each member's best
     rung from the truth itself, BEST_ON_TRUE_RISK the best rung of each decile of the true churn
     probability (a perfect churn model without the effect per member), and BEST_ON_SCORE the
-    best rung of each score decile (what a policy that sees the score could reach at most). Net revenue against no offer, over the horizon:
+    best rung of each score decile (what a policy that sees the score could reach at most).
+    Net revenue against no offer, over the horizon:
     V * ((1 - p_d) * (1 - d) - (1 - p_untreated)), V = monthly price * horizon."""
     from churn_assets.scoring.offers import choose_discount
 
