@@ -8,7 +8,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-# Longest files first (measured, 2 workers): pytest-xdist hands one file at a time to the first
+# Longest files first (measured durations): pytest-xdist hands one file at a time to the first
 # free worker, so starting the long ones first leaves short files to even out the end instead
 # of one worker finishing a long file alone (longest-processing-time-first scheduling). The
 # Makefile passes --no-loadscope-reorder: by default xdist re-sorts files by their number of

@@ -77,12 +77,10 @@ class OfferModel:
     def churn(self, p: np.ndarray, active_days_30d: np.ndarray, rung: int = 0, confidence: float = 0.5) -> np.ndarray:
         """P(churn) with discount `rung` (0: none) for members with score `p`; with `confidence`
         above one half, the rung's logit shift at its one-sided upper bound (the least it keeps)."""
-        p = np.asarray(p, dtype=float)
-        x = design(p, listening(active_days_30d), np.full(len(p), rung), self.rungs)
-        z = x @ self.coefficients.to_numpy()
+        p, engaged = np.asarray(p, dtype=float), listening(active_days_30d)
+        z = design(p, engaged, np.full(len(p), rung), self.rungs) @ self.coefficients.to_numpy()
         if rung and confidence > 0.5:
             # the shift is the rung's two terms: its variance per member from their covariance block
-            engaged = listening(active_days_30d)
             terms = [f"discount_{rung}", f"discount_{rung}_x_listening"]
             c = self.covariance.loc[terms, terms].to_numpy()
             sd = np.sqrt(np.maximum(c[0, 0] + 2 * c[0, 1] * engaged + c[1, 1] * engaged ** 2, 0.0))
